@@ -1,0 +1,3 @@
+"""dlproxy: a deep-learning inference proxy."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from dlproxy.cli import main
+
+raise SystemExit(main())

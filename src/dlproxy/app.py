@@ -1,0 +1,87 @@
+"""Composition root: settings -> pools of instances -> gateway -> HTTP app -> server, in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import uvicorn
+import zmq.asyncio
+
+from dlproxy.batching.policy import FixedBatching
+from dlproxy.gateway import Gateway, Limits
+from dlproxy.http.routes import InferenceApp
+from dlproxy.instances.local import LocalInstance
+from dlproxy.instances.pool import InstancePool
+from dlproxy.models.base import model_name
+from dlproxy.scheduling.base import create_policy
+from dlproxy.settings import Settings
+
+log = logging.getLogger("dlproxy")
+
+
+def build_pools(settings: Settings, context: zmq.asyncio.Context) -> list[InstancePool]:
+    """One pool per model, empty until ``start_pools``."""
+    pools = []
+    for reference in settings.models:
+        weights = iter(settings.weights or [])
+
+        def factory(reference: str = reference, weights: object = weights) -> LocalInstance:
+            return LocalInstance(
+                context,
+                reference,
+                threads=settings.threads or 1,
+                max_queue_items=settings.max_queue,
+                batching=FixedBatching(settings.max_batch, settings.max_delay_ms / 1000),
+                depth=settings.pipeline_depth,
+                weight=next(weights, 1.0),  # type: ignore[call-overload]
+            )
+
+        pools.append(InstancePool(model_name(reference), create_policy(settings.policy), factory))
+    return pools
+
+
+async def start_pools(pools: list[InstancePool], instances: int) -> None:
+    """Start every instance of every model at once; each takes traffic as soon as it is ready."""
+    await asyncio.gather(*(pool.add() for pool in pools for _ in range(instances)))
+
+
+async def serve(settings: Settings) -> None:
+    """Listen at once (not ready until the models are loaded), serve until SIGINT/SIGTERM, drain."""
+    settings = settings.resolved()
+    context = zmq.asyncio.Context()
+    pools = build_pools(settings, context)
+    gateway = Gateway(pools, Limits(settings.max_items, settings.max_text_bytes))
+    app = InferenceApp(gateway, settings.max_body_bytes, settings.request_timeout_ms)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, loop="none", http="httptools",
+        lifespan="off", access_log=False, log_level="warning", timeout_graceful_shutdown=30,
+        backlog=4096,
+    )
+    server = uvicorn.Server(config)
+    log.info(
+        "serving %s on http://%s:%s with %s instance(s) x %s thread(s), policy %s",
+        ", ".join(settings.models), settings.host, settings.port, settings.instances,
+        settings.threads, settings.policy,
+    )
+    serving = asyncio.create_task(server.serve(), name="http server")
+    starting = asyncio.create_task(start_pools(pools, settings.instances or 1), name="start instances")
+    done, _ = await asyncio.wait({serving, starting}, return_when=asyncio.FIRST_COMPLETED)
+    if starting in done and starting.exception() is None:
+        log.info("ready")
+        await serving  # until a signal: uvicorn stops accepting and finishes in-flight requests
+    elif starting in done:
+        log.error("could not start the instances: %s", starting.exception())
+        server.should_exit = True
+        await serving
+    else:
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await starting
+    await gateway.close()
+    context.term()
+    if serving.done() and serving.exception() is not None:
+        raise serving.exception()  # type: ignore[misc]
+    if starting.done() and not starting.cancelled() and starting.exception() is not None:
+        raise SystemExit(1)

@@ -1,0 +1,1 @@
+"""Dynamic batching: per-instance queues that flush into batches."""

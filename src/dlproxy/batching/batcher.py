@@ -1,0 +1,178 @@
+"""One instance's request queue and the rule that turns it into batches.
+
+The rule: an idle instance gets whatever is queued at once (a lone request never waits). While
+``depth`` batches are in flight nothing more is sent; below that, a partial batch is sent once it is
+full or its oldest request has waited ``max_delay``. Waiting requests are woken by the completion of a
+batch or by one timer, never by polling. The queue is bounded in items: a request that does not fit
+is refused at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dlproxy.batching.policy import FixedBatching
+from dlproxy.errors import BadRequest, DeadlineExceeded, InstanceFailed, ModelError, Overloaded
+from dlproxy.instances import protocol
+from dlproxy.types import InferenceRequest
+
+Outputs = dict[str, np.ndarray]
+SendBatch = Callable[[dict[str, np.ndarray], dict[str, Any]], "asyncio.Future[protocol.Result | protocol.Failure]"]
+
+
+@dataclass(slots=True)
+class Pending:
+    request: InferenceRequest
+    parameters: dict[str, Any]
+    future: asyncio.Future[Outputs]
+    enqueued: float
+
+
+@dataclass(slots=True)
+class BatcherStatistics:
+    queued_requests: int
+    queued_items: int
+    inflight_requests: int
+    inflight_batches: int
+    batches: int
+    items: int
+
+
+@dataclass
+class Batcher:
+    send: SendBatch
+    max_queue_items: int
+    policy: FixedBatching = field(default_factory=FixedBatching)
+    depth: int = 2
+    on_batch: Callable[[int, float], None] = lambda size, latency: None
+
+    def __post_init__(self) -> None:
+        if self.max_queue_items < 1:
+            raise ValueError(f"max_queue_items must be >= 1, got {self.max_queue_items}")
+        self._loop = asyncio.get_running_loop()
+        self._queue: deque[Pending] = deque()
+        self._queued_items = 0
+        self._inflight_batches = 0
+        self._inflight_requests = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._batches = 0
+        self._items = 0
+        self.open = True
+
+    def submit(self, request: InferenceRequest, parameters: dict[str, Any]) -> asyncio.Future[Outputs]:
+        """Queue a request; the future resolves with its outputs. Raises Overloaded when full."""
+        if not self.open:
+            raise InstanceFailed("the instance is stopping")
+        items = request.items
+        if self._queued_items + items > self.max_queue_items and self._queue:
+            raise Overloaded(f"the instance queue is full ({self._queued_items} items waiting)")
+        future: asyncio.Future[Outputs] = self._loop.create_future()
+        self._queue.append(Pending(request, parameters, future, self._loop.time()))
+        self._queued_items += items
+        self._pump()
+        return future
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight_requests
+
+    def statistics(self) -> BatcherStatistics:
+        return BatcherStatistics(
+            len(self._queue), self._queued_items, self._inflight_requests,
+            self._inflight_batches, self._batches, self._items,
+        )
+
+    def drain_queue(self) -> list[Pending]:
+        """Take every queued (not yet sent) request out, for another instance to serve."""
+        taken = list(self._queue)
+        self._queue.clear()
+        self._queued_items = 0
+        return taken
+
+    def _pump(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._queue and self._inflight_batches < self.depth:
+            if self._inflight_batches > 0 and self._queued_items < self.policy.max_batch:
+                wake = self._queue[0].enqueued + self.policy.max_delay
+                if self._loop.time() < wake:
+                    self._timer = self._loop.call_at(wake, self._pump)
+                    return
+            self._send_one()
+
+    def _take(self) -> list[Pending]:
+        """The next batch: FIFO, up to max_batch items, same parameters, deadlines checked."""
+        now = self._loop.time()
+        taken: list[Pending] = []
+        size = 0
+        while self._queue:
+            head = self._queue[0]
+            n = head.request.items
+            if taken and (size + n > self.policy.max_batch or head.parameters != taken[0].parameters):
+                break
+            self._queue.popleft()
+            self._queued_items -= n
+            if head.future.done():  # the client gave up
+                continue
+            if head.request.deadline is not None and head.request.deadline <= now:
+                head.future.set_exception(DeadlineExceeded("the request's deadline passed while it was queued"))
+                continue
+            taken.append(head)
+            size += n
+        return taken
+
+    def _send_one(self) -> None:
+        batch = self._take()
+        if not batch:
+            return
+        if len(batch) == 1:
+            inputs = batch[0].request.inputs
+        else:
+            names = batch[0].request.inputs.keys()
+            inputs = {name: np.concatenate([p.request.inputs[name] for p in batch]) for name in names}
+        started = self._loop.time()
+        reply = self.send(inputs, batch[0].parameters)
+        self._inflight_batches += 1
+        self._inflight_requests += len(batch)
+        reply.add_done_callback(lambda done: self._complete(batch, done, started))
+
+    def _complete(self, batch: list[Pending], reply: asyncio.Future[protocol.Result | protocol.Failure], started: float) -> None:
+        self._inflight_batches -= 1
+        self._inflight_requests -= len(batch)
+        try:
+            message = reply.result()
+        except Exception as exc:
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            self._pump()
+            return
+        items = sum(p.request.items for p in batch)
+        self._batches += 1
+        self._items += items
+        self.on_batch(items, self._loop.time() - started)
+        if isinstance(message, protocol.Failure):
+            error: Exception = BadRequest(message.message) if message.bad_input else ModelError(message.message)
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+        else:
+            outputs = {name: protocol.from_wire(t) for name, t in message.outputs.items()}
+            start = 0
+            for pending in batch:
+                n = pending.request.items
+                if not pending.future.done():
+                    pending.future.set_result({name: array[start : start + n] for name, array in outputs.items()})
+                start += n
+        self._pump()

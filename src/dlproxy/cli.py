@@ -1,0 +1,117 @@
+"""The ``dlproxy`` command: serve, bench, models."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from dlproxy.settings import Settings, load_config_file
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="settings file (TOML or JSON)")
+    parser.add_argument("--model", action="append", dest="models", metavar="NAME[:VARIANT]",
+                        help="model to serve (repeatable); default minilm")
+    parser.add_argument("--instances", type=int, help="worker processes per model (default: from cores)")
+    parser.add_argument("--threads", type=int, help="threads per worker (default: cores / instances)")
+    parser.add_argument("--policy", help="scheduling policy")
+    parser.add_argument("--weights", help="W1,W2,.. instance weights (weighted_round_robin)")
+    parser.add_argument("--max-batch", type=int)
+    parser.add_argument("--max-delay-ms", type=float)
+    parser.add_argument("--pipeline-depth", type=int)
+    parser.add_argument("--max-queue", type=int, help="items that may wait per instance")
+    parser.add_argument("--max-items", type=int, help="most items in one request")
+    parser.add_argument("--max-body-bytes", type=int)
+    parser.add_argument("--request-timeout-ms", type=float)
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--log-level")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    values: dict[str, Any] = {}
+    if args.config is not None:
+        values.update(load_config_file(args.config))
+    for key, value in vars(args).items():
+        if key in ("config", "command", "handler") or value is None:
+            continue
+        if key == "weights":
+            value = [float(w) for w in value.split(",")]
+        values[key] = value
+    return Settings(**values)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+
+        uvloop.run(_serve(settings))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def _serve(settings: Settings) -> None:
+    from dlproxy.app import serve
+
+    await serve(settings)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from dlproxy.bench import command
+
+    return command.run(args)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from dlproxy.models.base import BUILTIN
+
+    if args.export:
+        from dlproxy.models.base import create_model
+
+        for reference in args.export:
+            model = create_model(reference)
+            model.load()
+            print(f"{reference}: ready ({model.spec.platform}, version {model.spec.version})")
+        return 0
+    for name in sorted(BUILTIN):
+        print(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dlproxy", description="A deep-learning inference proxy.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser("serve", help="serve models over HTTP (KServe v2, OpenAI)")
+    _serve_arguments(serve)
+    serve.set_defaults(handler=_run_serve)
+    bench = commands.add_parser("bench", help="load-test a running server, or a model alone (--offline)")
+    try:
+        from dlproxy.bench import command as bench_command
+
+        bench_command.add_arguments(bench)
+    except ImportError:
+        pass
+    bench.set_defaults(handler=_run_bench)
+    models = commands.add_parser("models", help="list built-in models; --export to prepare them")
+    models.add_argument("--export", nargs="*", metavar="NAME[:VARIANT]", help="load (and export) these")
+    models.set_defaults(handler=_run_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["serve", *(argv or sys.argv[1:])])
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

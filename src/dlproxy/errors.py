@@ -1,0 +1,43 @@
+"""Domain errors. HTTP status codes are mapped from these in exactly one place (http/errors.py)."""
+
+from __future__ import annotations
+
+
+class DlproxyError(Exception):
+    """Base of every error a client may see; the message is meant for a person."""
+
+
+class BadRequest(DlproxyError):
+    """The request is malformed or does not match the model's inputs."""
+
+
+class ModelNotFound(DlproxyError):
+    """No model of that name is served."""
+
+
+class PayloadTooLarge(DlproxyError):
+    """The body, the item count or a text is over its limit."""
+
+
+class Overloaded(DlproxyError):
+    """Every queue that could take the request is full; try again after ``retry_after`` s."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(DlproxyError):
+    """The request's deadline passed before an answer was ready."""
+
+
+class InstanceFailed(DlproxyError):
+    """The instance died or stopped answering while it held the request (retried elsewhere)."""
+
+
+class ModelError(DlproxyError):
+    """The model itself raised while computing a batch."""
+
+
+class Unauthorized(DlproxyError):
+    """Missing or wrong credentials."""

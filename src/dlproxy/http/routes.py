@@ -1,0 +1,241 @@
+"""HTTP routes. The two inference routes are plain ASGI (the hot path); the rest is Starlette.
+
+Inference: ``POST /v2/models/{m}[/versions/{v}]/infer`` (KServe v2 JSON and binary tensors) and
+``POST /v1/embeddings`` (OpenAI). Each decodes to an InferenceRequest, calls ``Gateway.infer`` and
+encodes the answer; every error is mapped once, in ``http/errors.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from dlproxy import __version__
+from dlproxy.errors import BadRequest, PayloadTooLarge
+from dlproxy.gateway import Gateway
+from dlproxy.http import codecs
+from dlproxy.http.errors import OPENAI_TYPES, describe
+from dlproxy.types import InferenceRequest, ModelSpec
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+JSON = b"application/json"
+_ids = itertools.count(1)
+_id_prefix = os.urandom(4).hex()
+
+
+def _new_id() -> str:
+    return f"{_id_prefix}-{next(_ids):x}"
+
+
+class InferenceApp:
+    """The ASGI application: inference routes by hand, everything else through Starlette."""
+
+    def __init__(self, gateway: Gateway, max_body_bytes: int, default_timeout_ms: float | None = None) -> None:
+        self.gateway = gateway
+        self.max_body_bytes = max_body_bytes
+        self.default_timeout_ms = default_timeout_ms
+        self.other = build_starlette(gateway)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            if path == "/v1/embeddings":
+                await self._infer(scope, receive, send, openai=True, model="")
+                return
+            if path.startswith("/v2/models/") and path.endswith("/infer"):
+                model = path[11:-6].split("/", 1)[0]
+                await self._infer(scope, receive, send, openai=False, model=model)
+                return
+        await self.other(scope, receive, send)
+
+    async def _infer(self, scope: Scope, receive: Receive, send: Send, *, openai: bool, model: str) -> None:
+        headers = dict(scope["headers"])
+        request_id = (headers.get(b"x-request-id") or b"").decode("latin-1") or _new_id()
+        request: InferenceRequest | None = None
+        try:
+            body = await self._read_body(headers, receive)
+            if openai:
+                request = codecs.decode_openai_embeddings(body)
+            else:
+                header_length = headers.get(b"inference-header-content-length")
+                request = codecs.decode_kserve(body, model, _int_header(header_length, "Inference-Header-Content-Length"))
+            request.id = request_id
+            session = headers.get(b"x-session-key")
+            if session:
+                request.session_key = session.decode("latin-1")
+            timeout = headers.get(b"x-request-timeout-ms")
+            timeout_ms = _int_header(timeout, "X-Request-Timeout-Ms") if timeout else self.default_timeout_ms
+            if timeout_ms is not None:
+                if timeout_ms <= 0:
+                    raise BadRequest("X-Request-Timeout-Ms must be a positive number of milliseconds")
+                request.deadline = _loop_time() + timeout_ms / 1000
+            response = await self.gateway.infer(request)
+            extra: list[tuple[bytes, bytes]] = []
+            if openai:
+                payload = codecs.encode_openai_embeddings(response, request)
+            else:
+                payload, json_length = codecs.encode_kserve(response, request)
+                if json_length is not None:
+                    extra.append((b"inference-header-content-length", str(json_length).encode()))
+            extra += [
+                (b"x-dlproxy-instance", response.instance.encode()),
+                (b"x-dlproxy-cache", response.cache.encode()),
+            ]
+            await _respond(send, 200, payload, request_id, extra)
+        except Exception as exc:
+            status, message, extra = describe(exc)
+            if openai:
+                payload = codecs.encode_openai_error(message, OPENAI_TYPES.get(status, "error"), status)
+            else:
+                payload = codecs.encode_kserve_error(message)
+            await _respond(send, status, payload, request_id, extra)
+
+    async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
+        length = headers.get(b"content-length")
+        if length is not None and _int_header(length, "Content-Length") > self.max_body_bytes:
+            raise PayloadTooLarge(f"the body is {int(length)} bytes; the limit is {self.max_body_bytes}")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise BadRequest("the client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise PayloadTooLarge(f"the body is over the limit of {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _loop_time() -> float:
+    import asyncio
+
+    return asyncio.get_running_loop().time()
+
+
+def _int_header(value: bytes | None, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequest(f"header {name} must be an integer, got {value[:40]!r}") from None
+
+
+async def _respond(send: Send, status: int, body: bytes, request_id: str, extra: list[tuple[bytes, bytes]]) -> None:
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", JSON),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", request_id.encode()),
+            *extra,
+        ],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+class ORJSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _metadata(spec: ModelSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "versions": [spec.version],
+        "platform": spec.platform,
+        "inputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in spec.inputs],
+        "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in spec.outputs],
+        "max_batch_size": spec.max_batch_size,
+    }
+
+
+def build_starlette(gateway: Gateway) -> Starlette:
+    """The non-hot routes: health, metadata, model lists, admin."""
+
+    def error(status: int, message: str) -> Response:
+        return ORJSONResponse({"error": message}, status_code=status)
+
+    async def live(request: Request) -> Response:
+        return ORJSONResponse({"live": True})
+
+    async def ready(request: Request) -> Response:
+        is_ready = bool(gateway.pools) and all(p.ready for p in gateway.pools.values())
+        return ORJSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+    async def server_metadata(request: Request) -> Response:
+        return ORJSONResponse({"name": "dlproxy", "version": __version__, "extensions": ["binary_tensor_data"]})
+
+    async def model_metadata(request: Request) -> Response:
+        name = request.path_params["model"]
+        pool = gateway.pools.get(name)
+        if pool is None:
+            return error(404, f"model '{name}' is not served here (served: {', '.join(sorted(gateway.pools))})")
+        if pool.spec is None:
+            return error(503, f"model '{name}' is still loading")
+        return ORJSONResponse(_metadata(pool.spec))
+
+    async def model_ready(request: Request) -> Response:
+        name = request.path_params["model"]
+        pool = gateway.pools.get(name)
+        if pool is None:
+            return error(404, f"model '{name}' is not served here")
+        return ORJSONResponse({"name": name, "ready": pool.ready}, status_code=200 if pool.ready else 503)
+
+    async def openai_models(request: Request) -> Response:
+        now = int(time.time())
+        data = [{"id": name, "object": "model", "created": now, "owned_by": "dlproxy"} for name in gateway.pools]
+        return ORJSONResponse({"object": "list", "data": data})
+
+    async def admin_instances(request: Request) -> Response:
+        rows = []
+        for pool in gateway.pools.values():
+            for instance in pool.instances:
+                rows.append({
+                    "id": instance.id,
+                    "model": pool.name,
+                    "reference": instance.reference,
+                    "state": instance.state,
+                    "pid": instance.pid,
+                    "threads": instance.threads,
+                    "weight": instance.weight,
+                    "inflight": instance.batcher.inflight,
+                    "queue_depth": instance.batcher.queued,
+                    "latency_ewma_ms": round(instance.latency_ewma * 1000, 3),
+                })
+        return ORJSONResponse(rows)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return error(404, f"no route {request.method} {request.url.path}")
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        return error(405, f"method {request.method} is not allowed on {request.url.path}")
+
+    routes = [
+        Route("/v2/health/live", live),
+        Route("/v2/health/ready", ready),
+        Route("/v2", server_metadata),
+        Route("/v2/models/{model}", model_metadata),
+        Route("/v2/models/{model}/versions/{version}", model_metadata),
+        Route("/v2/models/{model}/ready", model_ready),
+        Route("/v2/models/{model}/versions/{version}/ready", model_ready),
+        Route("/v1/models", openai_models),
+        Route("/admin/instances", admin_instances),
+    ]
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: method_not_allowed})

@@ -1,0 +1,1 @@
+"""Model instances: worker processes (local), Ray actors, remote servers; and the pool of them."""

@@ -1,0 +1,98 @@
+"""The gateway's end of one worker's socket: send a batch, get a future for its reply.
+
+Futures are registered before the message is sent, so a reply can never arrive unclaimed. When the
+worker dies, ``fail_all`` fails exactly the futures it held and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import zmq
+import zmq.asyncio
+
+from dlproxy.errors import InstanceFailed
+from dlproxy.instances import protocol
+
+
+class WorkerChannel:
+    """A DEALER socket bound by the gateway; the worker connects to ``endpoint``."""
+
+    def __init__(self, context: zmq.asyncio.Context, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self._socket = context.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.bind(endpoint)
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[protocol.Result | protocol.Failure]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self.ready: asyncio.Future[protocol.Ready] = asyncio.get_running_loop().create_future()
+        self.last_heard = time.monotonic()
+        self.load = protocol.Load()
+        self.on_load: Callable[[protocol.Load], None] = lambda load: None
+
+    def start(self) -> None:
+        self._reader = asyncio.create_task(self._read(), name=f"read {self.endpoint}")
+
+    def send_batch(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> asyncio.Future[protocol.Result | protocol.Failure]:
+        """Send one batch; the future resolves with its Result or fails with InstanceFailed."""
+        batch_id = next(self._ids)
+        future: asyncio.Future[protocol.Result | protocol.Failure] = asyncio.get_running_loop().create_future()
+        self._pending[batch_id] = future
+        wire = {name: protocol.to_wire(array) for name, array in inputs.items()}
+        try:
+            self._socket.send(protocol.encode(protocol.Batch(batch_id, wire, parameters)), flags=zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:
+            del self._pending[batch_id]
+            future.set_exception(InstanceFailed(f"could not send to the worker: {exc}"))
+        return future
+
+    def send_stop(self) -> None:
+        try:
+            self._socket.send(protocol.encode(protocol.Stop()), flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def fail_all(self, reason: str) -> None:
+        """Fail every batch the worker holds (it died or hung); they will be retried elsewhere."""
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(InstanceFailed(reason))
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except asyncio.CancelledError:
+                pass
+        self.fail_all("the instance was stopped")
+        self._socket.close(linger=0)
+
+    async def _read(self) -> None:
+        while True:
+            frame = await self._socket.recv(copy=False)
+            message = protocol.decode_from_worker(frame.buffer)
+            self.last_heard = time.monotonic()
+            match message:
+                case protocol.Result(id=batch_id) | protocol.Failure(id=batch_id):
+                    self.load = message.load
+                    self.on_load(message.load)
+                    future = self._pending.pop(batch_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(message)  # type: ignore[arg-type]
+                case protocol.Heartbeat():
+                    self.load = message.load
+                case protocol.Ready():
+                    if not self.ready.done():
+                        self.ready.set_result(message)

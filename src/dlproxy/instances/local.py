@@ -1,0 +1,144 @@
+"""A local instance: one worker process, its channel and its batch queue.
+
+The instance owns the process: it starts it, watches it (exit and heartbeats), fails over what it
+held when it dies, and restarts it. States: starting -> ready -> (draining ->) stopped, or failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import zmq.asyncio
+
+from dlproxy.batching.batcher import Batcher, Outputs
+from dlproxy.batching.policy import FixedBatching
+from dlproxy.instances.channel import WorkerChannel
+from dlproxy.types import InferenceRequest, InstanceView, ModelSpec
+
+log = logging.getLogger("dlproxy.instances")
+_numbers = itertools.count(1)
+
+
+class LocalInstance:
+    """One worker process serving one model."""
+
+    def __init__(
+        self,
+        context: zmq.asyncio.Context,
+        reference: str,
+        *,
+        threads: int,
+        max_queue_items: int,
+        batching: FixedBatching,
+        depth: int = 2,
+        weight: float = 1.0,
+        name: str | None = None,
+        start_timeout: float = 300.0,
+    ) -> None:
+        number = next(_numbers)
+        self.id = name or f"w{number}"
+        self.reference = reference
+        self.threads = threads
+        self.weight = weight
+        self.state = "starting"
+        self.pid: int | None = None
+        self.spec: ModelSpec | None = None
+        self.latency_ewma = 0.0
+        self.start_timeout = start_timeout
+        self._context = context
+        self._endpoint = f"ipc://{tempfile.gettempdir()}/dlproxy-{os.getpid()}-{number}.sock"
+        self._process: asyncio.subprocess.Process | None = None
+        self._channel: WorkerChannel | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.on_failure: Callable[[LocalInstance, list[Any]], None] = lambda instance, orphans: None
+        self.batcher = Batcher(self._send, max_queue_items, batching, depth, self._observe)
+
+    def _send(self, inputs: Any, parameters: Any) -> Any:
+        assert self._channel is not None
+        return self._channel.send_batch(inputs, parameters)
+
+    def _observe(self, size: int, latency: float) -> None:
+        self.latency_ewma = latency if self.latency_ewma == 0.0 else 0.8 * self.latency_ewma + 0.2 * latency
+
+    def view(self) -> InstanceView:
+        return InstanceView(
+            self.id, self.weight, self.batcher.inflight, self.batcher.queued, self.latency_ewma,
+            self.state == "ready",
+        )
+
+    def submit(self, request: InferenceRequest, parameters: dict[str, Any]) -> asyncio.Future[Outputs]:
+        return self.batcher.submit(request, parameters)
+
+    async def start(self) -> None:
+        """Start the worker and wait until its model is loaded; raises if it dies first."""
+        self.state = "starting"
+        self._channel = WorkerChannel(self._context, self._endpoint)
+        self._channel.start()
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "dlproxy.worker.main",
+            "--endpoint", self._endpoint, "--model", self.reference, "--threads", str(self.threads),
+        )
+        self.pid = self._process.pid
+        exited = asyncio.ensure_future(self._process.wait())
+        done, _ = await asyncio.wait({self._channel.ready, exited}, timeout=self.start_timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if self._channel.ready not in done:
+            exited.cancel()
+            await self._kill()
+            raise RuntimeError(f"worker for '{self.reference}' did not start (exit code {self._process.returncode})")
+        exited.cancel()
+        ready = self._channel.ready.result()
+        self.spec = ready.spec
+        self.state = "ready"
+        self._watch = asyncio.create_task(self._watch_process(), name=f"watch {self.id}")
+        log.info("instance %s ready (pid %s, model %s)", self.id, self.pid, self.reference)
+
+    async def _watch_process(self) -> None:
+        assert self._process is not None and self._channel is not None
+        code = await self._process.wait()
+        if self._stopping:
+            return
+        log.warning("instance %s (pid %s) exited with code %s; failing over", self.id, self.pid, code)
+        self.state = "failed"
+        orphans = self.batcher.drain_queue()
+        self._channel.fail_all(f"instance {self.id} died (exit code {code})")
+        self.on_failure(self, orphans)
+
+    async def stop(self, drain: bool = True, timeout: float = 30.0) -> None:
+        """Stop taking requests, finish what is held (when ``drain``), then end the process."""
+        self.state = "draining"
+        self.batcher.open = False
+        if drain:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    while self.batcher.queued or self.batcher.inflight:
+                        await asyncio.sleep(0.01)
+        self._stopping = True
+        if self._channel is not None:
+            self._channel.send_stop()
+        if self._process is not None:
+            try:
+                async with asyncio.timeout(5):
+                    await self._process.wait()
+            except TimeoutError:
+                await self._kill()
+        if self._channel is not None:
+            await self._channel.close()
+        if self._watch is not None:
+            self._watch.cancel()
+        self.state = "stopped"
+
+    async def _kill(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+            await self._process.wait()

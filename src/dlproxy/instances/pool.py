@@ -1,0 +1,140 @@
+"""The instances of one model, the scheduling policy that picks among them, and their upkeep.
+
+The pool adds and removes instances at run time and restarts one that dies. A dead instance's
+queued requests are re-submitted to the others; its in-flight ones fail with InstanceFailed and the
+gateway retries them (inference is idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from dlproxy.batching.batcher import Outputs, Pending
+from dlproxy.errors import InstanceFailed, Overloaded
+from dlproxy.instances.local import LocalInstance
+from dlproxy.scheduling.base import NoHealthyInstance, SchedulingPolicy
+from dlproxy.types import InferenceRequest, ModelSpec
+
+log = logging.getLogger("dlproxy.pool")
+
+
+class InstancePool:
+    def __init__(
+        self,
+        name: str,
+        policy: SchedulingPolicy,
+        factory: Callable[[], LocalInstance],
+        restart_delay: float = 0.5,
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        self.instances: list[LocalInstance] = []
+        self._factory = factory
+        self._restart_delay = restart_delay
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        self.restarts = 0
+
+    @property
+    def spec(self) -> ModelSpec | None:
+        for instance in self.instances:
+            if instance.spec is not None:
+                return instance.spec
+        return None
+
+    def by_id(self, instance_id: str) -> LocalInstance:
+        for instance in self.instances:
+            if instance.id == instance_id:
+                return instance
+        raise KeyError(instance_id)
+
+    def choose(self, request: InferenceRequest, exclude: frozenset[str] = frozenset()) -> LocalInstance:
+        """The instance the policy picks among the ready ones (minus ``exclude``)."""
+        views = [i.view() for i in self.instances if i.id not in exclude]
+        try:
+            return self.by_id(self.policy.choose(request, views))
+        except NoHealthyInstance:
+            raise Overloaded(f"model '{self.name}' has no ready instance", retry_after=1.0) from None
+
+    @property
+    def ready(self) -> bool:
+        return any(i.state == "ready" for i in self.instances)
+
+    async def add(self) -> LocalInstance:
+        """Start one more instance; it gets traffic only once its model is loaded."""
+        instance = self._factory()
+        instance.on_failure = self._on_failure
+        self.instances.append(instance)
+        try:
+            await instance.start()
+        except BaseException:
+            self.instances.remove(instance)
+            raise
+        return instance
+
+    async def remove(self, instance: LocalInstance | None = None) -> None:
+        """Drain one instance (the newest by default) and stop it, losing no request."""
+        if instance is None:
+            instance = self.instances[-1]
+        await instance.stop(drain=True)
+        self.instances.remove(instance)
+
+    async def scale_to(self, count: int) -> None:
+        while len(self.instances) < count:
+            await self.add()
+        while len(self.instances) > count:
+            await self.remove()
+
+    async def close(self) -> None:
+        """Drain and stop every instance (graceful shutdown)."""
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*(i.stop(drain=True) for i in self.instances), return_exceptions=True)
+
+    def _on_failure(self, instance: LocalInstance, orphans: list[Pending]) -> None:
+        for pending in orphans:
+            self._resubmit(pending, exclude=frozenset({instance.id}))
+        if not self._closing:
+            self._own(self._restart(instance))
+
+    def _resubmit(self, pending: Pending, exclude: frozenset[str]) -> None:
+        """Move a queued request to another instance, chaining its future to the new one."""
+        try:
+            target = self.choose(pending.request, exclude)
+            moved = target.submit(pending.request, pending.parameters)
+        except (Overloaded, InstanceFailed) as exc:
+            if not pending.future.done():
+                pending.future.set_exception(exc)
+            return
+        moved.add_done_callback(lambda done: _chain(done, pending.future))
+
+    async def _restart(self, instance: LocalInstance) -> None:
+        await asyncio.sleep(self._restart_delay)
+        await instance.stop(drain=False)
+        if instance in self.instances and not self._closing:
+            self.instances.remove(instance)
+            self.restarts += 1
+            try:
+                await self.add()
+            except Exception:
+                log.exception("could not restart an instance of %s", self.name)
+
+    def _own(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _chain(source: asyncio.Future[Outputs], target: asyncio.Future[Outputs]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif (exc := source.exception()) is not None:
+        target.set_exception(exc)
+    else:
+        target.set_result(source.result())

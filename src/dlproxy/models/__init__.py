@@ -1,0 +1,1 @@
+"""Models as the worker process runs them."""

@@ -1,0 +1,1 @@
+"""Scheduling policies: which instance gets a request."""

@@ -1,0 +1,83 @@
+"""Every setting of ``dlproxy serve``, with its default and why. CLI flags and a config file set them.
+
+Values come from (last wins): defaults, ``DLPROXY_*`` environment variables, ``--config FILE``
+(TOML or JSON, keys as below), command-line flags.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DLPROXY_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    """Address to listen on."""
+    port: int = 8000
+    """Port to listen on."""
+    models: list[str] = Field(default_factory=lambda: ["minilm"])
+    """Models to serve: built-in ``name[:variant]``, a path to an ``.onnx`` file, or ``module:Class``."""
+    instances: int | None = None
+    """Worker processes per model; default: chosen from the core count (see ``resolved``)."""
+    threads: int | None = None
+    """Intra-op threads per worker; default: cores / instances (at least 1)."""
+    policy: str = "least_connections"
+    """Scheduling policy (round_robin, weighted_round_robin, least_connections, ...)."""
+    weights: list[float] | None = None
+    """Per-instance weights for weighted_round_robin, in instance order."""
+    max_batch: int = 32
+    """Most items in one batch sent to a worker."""
+    max_delay_ms: float = 2.0
+    """Longest a partial batch waits behind a busy instance for more items (an idle one never waits)."""
+    pipeline_depth: int = 2
+    """Batches a worker may hold at once: 2 keeps it busy during the gateway round trip."""
+    max_queue: int = 512
+    """Items that may wait per instance; beyond that requests get 503 + Retry-After at once."""
+    max_items: int = 256
+    """Most items (rows) in one request."""
+    max_text_bytes: int = 65536
+    """Longest text item, in bytes."""
+    max_body_bytes: int = 16 * 1024 * 1024
+    """Largest request body (413 beyond)."""
+    request_timeout_ms: float | None = None
+    """Default deadline when a request sends no X-Request-Timeout-Ms (none: wait as long as it takes)."""
+    log_level: str = "info"
+    """Logging level."""
+
+    def resolved(self) -> Settings:
+        """A copy with ``instances`` and ``threads`` chosen from the machine when unset.
+
+        Measured on 2 cores (MiniLM, ONNX Runtime): two 1-thread processes serve ~870 sentences/s,
+        one 2-thread process ~780/s: so one instance per core, one thread each, up to 8 instances.
+        """
+        cores = usable_cores()
+        instances = self.instances or max(1, min(cores, 8))
+        threads = self.threads or max(1, cores // instances)
+        return self.model_copy(update={"instances": instances, "threads": threads})
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Settings from a TOML or JSON file (what ``dlproxy tune`` writes)."""
+    text = path.read_text()
+    if path.suffix == ".json":
+        data = json.loads(text)
+    else:
+        data = tomllib.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a table of settings")
+    return data

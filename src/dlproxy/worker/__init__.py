@@ -1,0 +1,1 @@
+"""The worker process: receives batches, runs the model, replies. Imports nothing of the gateway."""

@@ -1,0 +1,103 @@
+"""Worker process entry: connect, load the model, then recv batch -> predict -> reply, forever.
+
+A model error on one batch is answered as a ``Failure`` and the worker lives on; only the gateway
+decides when a worker stops (``Stop``) or is killed. A heartbeat thread tells the gateway the
+process is alive even while a long batch runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+import time
+
+import psutil
+import zmq
+
+from dlproxy.instances import protocol
+from dlproxy.models.base import create_model
+
+
+class LoadMeter:
+    """Load figures, with the costly process readings taken at most twice a second."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self._process.cpu_percent()
+        self._read_at = 0.0
+        self.load = protocol.Load()
+
+    def update(self, service_time: float) -> protocol.Load:
+        now = time.monotonic()
+        self.load.service_time = service_time
+        self.load.batches += 1
+        if now - self._read_at > 0.5:
+            self._read_at = now
+            self.load.cpu_percent = self._process.cpu_percent()
+            self.load.rss_bytes = self._process.memory_info().rss
+        return self.load
+
+
+def serve(endpoint: str, reference: str, threads: int, heartbeat_s: float) -> None:
+    # The gateway owns our lifetime: ignore Ctrl-C sent to the whole process group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    context = zmq.Context()
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 2000)
+    socket.connect(endpoint)
+    send_lock = threading.Lock()
+
+    def send(message: protocol.FromWorker) -> None:
+        data = protocol.encode(message)
+        with send_lock:
+            socket.send(data, copy=False)
+
+    model = create_model(reference, threads=threads)
+    model.load()
+    meter = LoadMeter()
+    send(protocol.Ready(pid=os.getpid(), spec=model.spec))
+
+    stopping = threading.Event()
+
+    def beat() -> None:
+        while not stopping.wait(heartbeat_s):
+            send(protocol.Heartbeat(load=meter.load))
+
+    threading.Thread(target=beat, name="heartbeat", daemon=True).start()
+    while True:
+        message = protocol.decode_to_worker(socket.recv(copy=False).buffer)
+        if isinstance(message, protocol.Stop):
+            break
+        started = time.perf_counter()
+        try:
+            inputs = {name: protocol.from_wire(t) for name, t in message.inputs.items()}
+            outputs = model.predict(inputs, message.parameters)
+            wire = {name: protocol.to_wire(array) for name, array in outputs.items()}
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+            load = meter.update(time.perf_counter() - started)
+            send(protocol.Failure(message.id, f"{type(exc).__name__}: {exc}", True, load))
+            continue
+        except Exception as exc:  # a model bug must not kill the worker
+            load = meter.update(time.perf_counter() - started)
+            send(protocol.Failure(message.id, f"{type(exc).__name__}: {exc}", False, load))
+            continue
+        send(protocol.Result(message.id, wire, meter.update(time.perf_counter() - started)))
+    stopping.set()
+    socket.close()
+    context.term()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="dlproxy worker process (started by the gateway)")
+    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--heartbeat-s", type=float, default=1.0)
+    args = parser.parse_args()
+    serve(args.endpoint, args.model, args.threads, args.heartbeat_s)
+
+
+if __name__ == "__main__":
+    main()
