@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+from collections.abc import Iterator
 
 import uvicorn
 import zmq.asyncio
@@ -19,6 +21,20 @@ from dlproxy.scheduling.base import create_policy
 from dlproxy.settings import Settings
 
 log = logging.getLogger("dlproxy")
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, except that a signal only ends ``serve()`` (uvicorn re-raises it, which
+    would kill the process before the workers are drained and the cache flushed)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 def build_pools(settings: Settings, context: zmq.asyncio.Context) -> list[InstancePool]:
@@ -59,7 +75,7 @@ async def serve(settings: Settings) -> None:
         lifespan="off", access_log=False, log_level="warning", timeout_graceful_shutdown=30,
         backlog=4096,
     )
-    server = uvicorn.Server(config)
+    server = GatewayServer(config)
     log.info(
         "serving %s on http://%s:%s with %s instance(s) x %s thread(s), policy %s",
         ", ".join(settings.models), settings.host, settings.port, settings.instances,
@@ -69,6 +85,7 @@ async def serve(settings: Settings) -> None:
     starting = asyncio.create_task(start_pools(pools, settings.instances or 1), name="start instances")
     done, _ = await asyncio.wait({serving, starting}, return_when=asyncio.FIRST_COMPLETED)
     if starting in done and starting.exception() is None:
+        gateway.started = True
         log.info("ready")
         await serving  # until a signal: uvicorn stops accepting and finishes in-flight requests
     elif starting in done:

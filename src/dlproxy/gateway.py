@@ -32,6 +32,11 @@ class Gateway:
     def __init__(self, pools: Iterable[InstancePool], limits: Limits) -> None:
         self.pools = {pool.name: pool for pool in pools}
         self.limits = limits
+        self.started = False  # set once the initial instances are up
+
+    @property
+    def ready(self) -> bool:
+        return self.started and all(pool.ready for pool in self.pools.values())
 
     def pool(self, model: str) -> InstancePool:
         try:

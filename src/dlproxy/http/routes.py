@@ -176,8 +176,7 @@ def build_starlette(gateway: Gateway) -> Starlette:
         return ORJSONResponse({"live": True})
 
     async def ready(request: Request) -> Response:
-        is_ready = bool(gateway.pools) and all(p.ready for p in gateway.pools.values())
-        return ORJSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+        return ORJSONResponse({"ready": gateway.ready}, status_code=200 if gateway.ready else 503)
 
     async def server_metadata(request: Request) -> Response:
         return ORJSONResponse({"name": "dlproxy", "version": __version__, "extensions": ["binary_tensor_data"]})

@@ -36,8 +36,9 @@ class SchedulingPolicy(Protocol):
     a policy must only return the id of a healthy instance from it, or raise NoHealthyInstance.
     """
 
-    def choose(self, request: InferenceRequest, instances: Sequence[InstanceView]) -> InstanceId:
-        ...
+    def choose(
+        self, request: InferenceRequest, instances: Sequence[InstanceView]
+    ) -> InstanceId: ...
 
 
 def create_policy(name: str) -> SchedulingPolicy:
@@ -83,7 +84,7 @@ def least(
     key: Callable[[InstanceView], float],
     rotation: Rotation,
 ) -> InstanceView:
-    """The view with the smallest ``key`` (one pass); ties are shared out in turn by ``rotation``."""
+    """The view with the smallest ``key`` (one pass); ties are taken in turn via ``rotation``."""
     best = views[0]
     best_key = key(best)
     ties = [best]

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from serving import Server  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def echo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("echo") / "server.log"
+    server = Server("--model", "echo", "--instances", "2", "--threads", "1", log=log).wait_ready()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def minilm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("minilm") / "server.log"
+    server = Server("--model", "minilm:fp32", "--instances", "2", "--threads", "1", log=log).wait_ready()
+    yield server
+    server.stop()

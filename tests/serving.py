@@ -1,0 +1,59 @@
+"""A real ``dlproxy serve`` in a subprocess, for integration and end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """Starts the gateway, waits for /v2/health/ready, stops it with SIGTERM."""
+
+    def __init__(self, *args: str, log: Path | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "dlproxy", "serve", "--port", str(self.port), *args]
+        self._log = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=os.environ.copy())
+
+    def wait_ready(self, timeout: float = 300.0) -> Server:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dlproxy serve exited with code {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError("dlproxy serve did not become ready")
+
+    def worker_pids(self) -> list[int]:
+        return sorted(child.pid for child in psutil.Process(self.process.pid).children())
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log is not subprocess.DEVNULL:
+            self._log.close()  # type: ignore[union-attr]
+        return int(self.process.returncode)

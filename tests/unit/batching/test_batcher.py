@@ -1,0 +1,145 @@
+"""The batching rule, driven by a hand-held worker: each sent batch is a future the test resolves."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dlproxy.batching.batcher import Batcher
+from dlproxy.batching.policy import FixedBatching
+from dlproxy.errors import BadRequest, DeadlineExceeded, Overloaded
+from dlproxy.instances import protocol
+from dlproxy.types import InferenceRequest
+
+
+class HandWorker:
+    """Records the batches the batcher sends; the test answers them when it chooses."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[dict[str, np.ndarray], dict[str, Any], asyncio.Future[Any]]] = []
+
+    def __call__(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.sent.append((inputs, parameters, future))
+        return future
+
+    def sizes(self) -> list[int]:
+        return [len(inputs["x"]) for inputs, _, _ in self.sent]
+
+    def answer(self, index: int) -> None:
+        inputs, _, future = self.sent[index]
+        wire = {"y": protocol.to_wire(inputs["x"] * 10)}
+        future.set_result(protocol.Result(index, wire, protocol.Load()))
+
+
+def request(*values: int, deadline: float | None = None) -> InferenceRequest:
+    return InferenceRequest("m", {"x": np.array(values, dtype=np.int64)}, deadline=deadline)
+
+
+def batcher(worker: HandWorker, max_batch: int = 32, depth: int = 1, max_queue: int = 100,
+            max_delay: float = 0.002) -> Batcher:
+    return Batcher(worker, max_queue, FixedBatching(max_batch, max_delay), depth)
+
+
+async def test_a_lone_request_on_an_idle_instance_is_sent_at_once() -> None:
+    worker = HandWorker()
+    b = batcher(worker)
+    future = b.submit(request(1), {})
+    assert worker.sizes() == [1]
+    worker.answer(0)
+    assert (await future)["y"].tolist() == [10]
+
+
+async def test_requests_arriving_while_busy_go_out_together_when_it_frees() -> None:
+    worker = HandWorker()
+    b = batcher(worker, depth=1)
+    first = b.submit(request(1), {})
+    rest = [b.submit(request(v), {}) for v in (2, 3, 4, 5)]
+    assert worker.sizes() == [1]
+    worker.answer(0)
+    await first
+    assert worker.sizes() == [1, 4]
+    worker.answer(1)
+    results = [(await f)["y"].tolist() for f in rest]
+    assert results == [[20], [30], [40], [50]]
+
+
+async def test_batches_never_exceed_max_batch_and_keep_fifo_order() -> None:
+    worker = HandWorker()
+    b = batcher(worker, max_batch=4, depth=1)
+    futures = [b.submit(request(v, v + 100), {}) for v in range(5)]
+    assert worker.sizes() == [2]
+    for index in range(3):
+        worker.answer(index)
+        await asyncio.sleep(0)
+    assert worker.sizes() == [2, 4, 4]
+    assert [(await f)["y"].tolist() for f in futures] == [[v * 10, (v + 100) * 10] for v in range(5)]
+
+
+async def test_a_full_queue_refuses_at_once() -> None:
+    worker = HandWorker()
+    b = batcher(worker, depth=1, max_queue=3)
+    b.submit(request(1), {})
+    b.submit(request(2, 3), {})
+    b.submit(request(4), {})
+    with pytest.raises(Overloaded):
+        b.submit(request(5), {})
+
+
+async def test_a_partial_batch_behind_a_busy_instance_waits_at_most_max_delay() -> None:
+    worker = HandWorker()
+    b = batcher(worker, depth=2, max_batch=8, max_delay=0.01)
+    b.submit(request(1), {})
+    b.submit(request(2), {})
+    assert worker.sizes() == [1]  # the second waits: one batch is in flight and it is not full
+    await asyncio.sleep(0.05)
+    assert worker.sizes() == [1, 1]
+
+
+async def test_a_full_batch_behind_a_busy_instance_goes_without_waiting() -> None:
+    worker = HandWorker()
+    b = batcher(worker, depth=2, max_batch=2, max_delay=10.0)
+    b.submit(request(1), {})
+    b.submit(request(2), {})
+    b.submit(request(3), {})
+    assert worker.sizes() == [1, 2]
+
+
+async def test_a_model_failure_fails_every_request_of_the_batch_once() -> None:
+    worker = HandWorker()
+    b = batcher(worker)
+    future = b.submit(request(1), {})
+    worker.sent[0][2].set_result(protocol.Failure(0, "bad value", True, protocol.Load()))
+    with pytest.raises(BadRequest, match="bad value"):
+        await future
+
+
+async def test_expired_requests_are_dropped_before_they_reach_the_model() -> None:
+    worker = HandWorker()
+    b = batcher(worker, depth=1)
+    b.submit(request(1), {})
+    loop = asyncio.get_running_loop()
+    expired = b.submit(request(2, deadline=loop.time() - 1), {})
+    alive = b.submit(request(3), {})
+    worker.answer(0)
+    await asyncio.sleep(0)
+    with pytest.raises(DeadlineExceeded):
+        await expired
+    assert worker.sizes() == [1, 1]
+    worker.answer(1)
+    assert (await alive)["y"].tolist() == [30]
+
+
+async def test_requests_with_different_parameters_are_not_batched_together() -> None:
+    worker = HandWorker()
+    b = batcher(worker, depth=1)
+    b.submit(request(1), {})
+    b.submit(request(2), {"delay_ms": 5})
+    b.submit(request(3), {})
+    worker.answer(0)
+    await asyncio.sleep(0)
+    assert worker.sizes() == [1, 1]
+    assert worker.sent[1][1] == {"delay_ms": 5}
