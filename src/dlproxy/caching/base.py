@@ -37,7 +37,9 @@ class CacheStatistics:
     expirations: int
     """Entries found past their TTL (on a read, or when chosen for eviction)."""
     rejections: int
-    """Values not kept: larger than the byte bound, or refused by the policy's admission."""
+    """Values not kept at all: larger than the byte bound, or the newcomer itself chosen as the
+    victim (an admission policy's refusal; a key refused after a stay in a window counts as an
+    eviction)."""
 
 
 class Cache(Protocol):

@@ -71,7 +71,8 @@ class InferenceApp:
             else:
                 header_length = headers.get(b"inference-header-content-length")
                 request = codecs.decode_kserve(body, model, _int_header(header_length, "Inference-Header-Content-Length"))
-            request.id = request_id
+            if not request.id:  # a KServe body may carry its own id; it is echoed in the body
+                request.id = request_id
             session = headers.get(b"x-session-key")
             if session:
                 request.session_key = session.decode("latin-1")

@@ -20,7 +20,7 @@ def views(*loads: tuple[int, int]) -> list[InstanceView]:
 def test_picks_the_fewest_inflight_plus_queued() -> None:
     policy = LeastConnections()
     # i1 has the fewest in flight but the longest queue; i2 has the least in total.
-    instances = views((3, 0), (1, 5), (2, 1), (4, 4))
+    instances = views((4, 0), (1, 5), (2, 1), (4, 4))
     assert {policy.choose(REQUEST, instances) for _ in range(10)} == {"i2"}
 
 

@@ -53,11 +53,9 @@ def test_equal_loads_are_spread_uniformly() -> None:
 
 def test_a_seeded_run_is_reproducible() -> None:
     instances = views(1, 1, 0, 2, 1, 0)
-    first = [PowerOfTwo(seed=42).choose(REQUEST, instances) for _ in range(1)]
     a, b = PowerOfTwo(seed=42), PowerOfTwo(seed=42)
     run_a = [a.choose(REQUEST, instances) for _ in range(200)]
     run_b = [b.choose(REQUEST, instances) for _ in range(200)]
     assert run_a == run_b
-    assert run_a[:1] == first
     other = PowerOfTwo(seed=43)
     assert [other.choose(REQUEST, instances) for _ in range(200)] != run_a

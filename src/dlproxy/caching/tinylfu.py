@@ -1,0 +1,168 @@
+"""W-TinyLFU (Einziger, Friedman and Manes, 2017), as in Caffeine: admit by frequency.
+
+The cache is split into a small LRU *window* (about 1% of the entries) and a *main* area run as
+a segmented LRU (``probation`` 20%, ``protected`` 80%). Every key enters the window. When the
+window is over its share, its least recent key (the *candidate*) contends with main's next victim
+(probation's least recent key) and only the one the sketch has seen more often stays. So a key
+read once cannot push out a key read often, which is what makes the policy resist scans, while
+the window still lets a burst of new-but-repeated keys in.
+
+Frequencies come from a count-min sketch over all recent accesses (not only cached keys), with
+small saturating counters that are halved every ``SAMPLE_FACTOR x capacity`` accesses, so what
+was popular long ago fades (aging). Every operation is O(1); the halving is O(sketch size) once
+per sample period, which is amortised O(1).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+
+WINDOW_SHARE = 0.01
+PROTECTED_SHARE = 0.8
+SAMPLE_FACTOR = 10
+WIDTH_FACTOR = 4
+COUNTER_MAX = 15
+
+_MASK = (1 << 64) - 1
+# Odd 64-bit multipliers (from splitmix64 and Murmur3's finaliser): one per row, so the four rows
+# index with independent-looking bits of one hash() per key.
+_SEEDS = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xFF51AFD7ED558CCD)
+_HALVE = bytes(i >> 1 for i in range(256))
+
+
+class FrequencySketch:
+    """A count-min sketch: four rows of counters in one bytearray, saturating at 15.
+
+    ``increment`` uses conservative update (only the counters equal to the current estimate go
+    up), which keeps collisions from inflating estimates. Each row is ``WIDTH_FACTOR x capacity``
+    counters, rounded up to a power of two so an index is the top bits of a 64-bit product.
+    """
+
+    __slots__ = ("_additions", "_shift", "_table", "_width", "sample_size")
+
+    def __init__(self, capacity: int) -> None:
+        width = 16
+        while width < capacity * WIDTH_FACTOR:
+            width *= 2
+        self._width = width
+        self._shift = 64 - (width.bit_length() - 1)
+        self._table = bytearray(4 * width)
+        self._additions = 0
+        self.sample_size = SAMPLE_FACTOR * max(capacity, 1)
+        """Accesses between two halvings."""
+
+    def _indexes(self, key: Hashable) -> tuple[int, int, int, int]:
+        h = hash(key) & _MASK
+        s, w = self._shift, self._width
+        s0, s1, s2, s3 = _SEEDS
+        return (
+            ((h * s0) & _MASK) >> s,
+            w + (((h * s1) & _MASK) >> s),
+            2 * w + (((h * s2) & _MASK) >> s),
+            3 * w + (((h * s3) & _MASK) >> s),
+        )
+
+    def estimate(self, key: Hashable) -> int:
+        """How often ``key`` was seen recently (an over-estimate only through collisions)."""
+        t = self._table
+        a, b, c, d = self._indexes(key)
+        return min(t[a], t[b], t[c], t[d])
+
+    def increment(self, key: Hashable) -> None:
+        t = self._table
+        a, b, c, d = self._indexes(key)
+        low = min(t[a], t[b], t[c], t[d])
+        if low < COUNTER_MAX:
+            for i in (a, b, c, d):
+                if t[i] == low:
+                    t[i] = low + 1
+        self._additions += 1
+        if self._additions >= self.sample_size:
+            self.halve()
+
+    def halve(self) -> None:
+        """Age every counter: one C-speed pass over the table."""
+        self._table = self._table.translate(_HALVE)
+        self._additions = 0
+
+
+class TinyLFU:
+    """Window LRU + segmented main LRU, with count-min-sketch admission between them."""
+
+    __slots__ = (
+        "_main_max",
+        "_probation",
+        "_protected",
+        "_protected_max",
+        "_window",
+        "_window_max",
+        "sketch",
+    )
+
+    def __init__(self, capacity: int) -> None:
+        self._window_max = max(1, round(capacity * WINDOW_SHARE))
+        self._main_max = max(0, capacity - self._window_max)
+        self._protected_max = int(self._main_max * PROTECTED_SHARE)
+        self._window: OrderedDict[Hashable, None] = OrderedDict()
+        self._probation: OrderedDict[Hashable, None] = OrderedDict()
+        self._protected: OrderedDict[Hashable, None] = OrderedDict()
+        self.sketch = FrequencySketch(capacity)
+
+    def record_insert(self, key: Hashable) -> None:
+        self.sketch.increment(key)
+        window = self._window
+        window[key] = None
+        # While main has room (filling up, or after deletes) the window's overflow moves there
+        # freely; once it is full, the overflow waits for evict() to hold the contest.
+        if len(window) > self._window_max and (
+            len(self._probation) + len(self._protected) < self._main_max
+        ):
+            self._probation[window.popitem(last=False)[0]] = None
+
+    def record_hit(self, key: Hashable) -> None:
+        self.sketch.increment(key)
+        protected = self._protected
+        if key in protected:
+            protected.move_to_end(key)
+        elif key in self._probation:
+            del self._probation[key]
+            protected[key] = None
+            if len(protected) > self._protected_max:
+                self._probation[protected.popitem(last=False)[0]] = None
+        else:
+            self._window.move_to_end(key)
+
+    def record_remove(self, key: Hashable) -> None:
+        for segment in (self._window, self._probation, self._protected):
+            if key in segment:
+                del segment[key]
+                return
+        raise KeyError(key)
+
+    def evict(self) -> Hashable:
+        window = self._window
+        main = self._probation or self._protected
+        if window and (len(window) > self._window_max or not main):
+            candidate = window.popitem(last=False)[0]
+            if not main:
+                return candidate
+            victim = next(iter(main))
+            if self.sketch.estimate(candidate) > self.sketch.estimate(victim):
+                del main[victim]
+                self._probation[candidate] = None
+                return victim
+            return candidate
+        # The window is within its share (a byte bound or a delete got us here): take from main.
+        return main.popitem(last=False)[0]
+
+    def segment_of(self, key: Hashable) -> str | None:
+        """``"window"``, ``"probation"``, ``"protected"`` or None (for tests and inspection)."""
+        for name, segment in (
+            ("window", self._window),
+            ("probation", self._probation),
+            ("protected", self._protected),
+        ):
+            if key in segment:
+                return name
+        return None

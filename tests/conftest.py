@@ -1,0 +1,29 @@
+"""Session-wide test settings shared by every test directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dlproxy_home() -> Iterator[Path]:
+    """One cache directory for the whole session (and later sessions): models export once.
+
+    ``<repo>/.dlproxy-home`` is gitignored; servers started by tests inherit it from the
+    environment, so they reuse the exports too.
+    """
+    path = REPO / ".dlproxy-home"
+    path.mkdir(exist_ok=True)
+    previous = os.environ.get("DLPROXY_HOME")
+    os.environ["DLPROXY_HOME"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("DLPROXY_HOME", None)
+    else:
+        os.environ["DLPROXY_HOME"] = previous
