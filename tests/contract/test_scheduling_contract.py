@@ -105,4 +105,3 @@ def test_create_policy_rejects_an_unknown_name_listing_the_known_ones() -> None:
         create_policy("nope")
     for name in POLICIES:
         assert name in str(info.value)
-

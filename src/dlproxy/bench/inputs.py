@@ -26,9 +26,7 @@ DEFAULT_ZIPF_POOL = 1000
 
 # Counter words are pronounceable syllables; "x" is left out so that it can separate the seed part
 # from the cycle part and keep every word uniquely decodable.
-_SYLLABLES: tuple[str, ...] = tuple(
-    c + v for c, v in itertools.product("bdfgklmnprstvzch", "aeio")
-)
+_SYLLABLES: tuple[str, ...] = tuple(c + v for c, v in itertools.product("bdfgklmnprstvzch", "aeio"))
 
 
 class InputSource(Protocol):

@@ -57,14 +57,20 @@ class LoadSpec:
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
-        if self.rate is None and self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.rate is not None and not self.rate > 0:
             raise ValueError(f"rate must be > 0, got {self.rate}")
-        if self.duration <= 0 or self.warmup < 0:
-            raise ValueError(f"need duration > 0 and warmup >= 0, got {self.duration}/{self.warmup}")
-        if self.items < 1 or self.max_outstanding < 1 or self.timeout <= 0:
-            raise ValueError("items, max_outstanding and timeout must be positive")
+        positive = {
+            "concurrency": self.concurrency,
+            "duration": self.duration,
+            "items": self.items,
+            "timeout": self.timeout,
+            "max_outstanding": self.max_outstanding,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
 
     @property
     def mode(self) -> str:
@@ -167,6 +173,7 @@ class _Run:
         self.errors: dict[str, int] = {}
         self.cache: dict[str, int] = {}
         self.instances: dict[str, int] = {}
+        self.history: collections.deque[tuple[float, int]] = collections.deque(maxlen=5)
 
     async def run(self, on_progress: Callable[[Progress], None] | None) -> Recording:
         spec = self.spec
@@ -192,7 +199,7 @@ class _Run:
                     ticker.cancel()
                     await asyncio.gather(ticker, return_exceptions=True)
         if on_progress is not None:
-            on_progress(self._progress(collections.deque(maxlen=1)))
+            on_progress(self._progress())
         return Recording(
             spec=spec,
             inputs=self.inputs,
@@ -206,10 +213,9 @@ class _Run:
             offered=self.offered,
         )
 
-    async def _send(self, started: float) -> None:
+    async def _send(self, body: bytes, started: float, counted: bool) -> None:
         """One request, timed from ``started``; failures are recorded, never raised."""
         assert self.session is not None
-        body = self.bodies.next()
         status, error, cache, instance = 0, "", None, None
         try:
             async with self.session.post(self.url, data=body, headers=_HEADERS) as response:
@@ -224,7 +230,7 @@ class _Run:
         ok = 200 <= status < 300
         if not ok:
             self.failed += 1
-        if not self.window_start <= started < self.window_end:
+        if not counted:
             return  # warm-up
         self.starts.append(started)
         self.latencies.append(latency)
@@ -239,9 +245,13 @@ class _Run:
 
     async def _closed_loop(self) -> None:
         async def worker() -> None:
-            end = self.window_end
-            while (started := perf_counter()) < end:
-                await self._send(started)
+            start, end, bodies = self.window_start, self.window_end, self.bodies
+            while True:
+                body = bodies.next()  # before the clock starts: a refill is not latency
+                started = perf_counter()
+                if started >= end:
+                    return
+                await self._send(body, started, started >= start)
 
         async with asyncio.TaskGroup() as group:
             for _ in range(self.spec.concurrency):
@@ -264,24 +274,23 @@ class _Run:
                     if behind % 64 == 0:  # late and catching up: let responses in meanwhile
                         await asyncio.sleep(0)
                 counted = window_start <= due < window_end
-                self.offered += counted
+                self.offered += int(counted)
                 if len(in_flight) >= cap:
-                    self.dropped += counted
+                    self.dropped += int(counted)
                     continue
-                # Never before the due time; late sends are timed from when they were due.
-                task = group.create_task(self._send(due if perf_counter() >= due else perf_counter()))
+                # A late send is timed from when it was due (its wait is the user's wait).
+                started = min(due, perf_counter())
+                task = group.create_task(self._send(self.bodies.next(), started, counted))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
 
-    async def _tick(self, on_progress: Callable[[Progress], None] | None) -> None:
-        assert on_progress is not None
-        history: collections.deque[tuple[float, int]] = collections.deque(maxlen=5)
+    async def _tick(self, on_progress: Callable[[Progress], None]) -> None:
         while True:
-            on_progress(self._progress(history))
+            on_progress(self._progress())
             await asyncio.sleep(_TICK_S)
 
-    def _progress(self, history: collections.deque[tuple[float, int]]) -> Progress:
-        now = perf_counter()
+    def _progress(self) -> Progress:
+        now, history = perf_counter(), self.history
         history.append((now, self.completed))
         then, before = history[0]
         rate = (self.completed - before) / (now - then) if now > then else 0.0

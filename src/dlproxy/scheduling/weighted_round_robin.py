@@ -26,46 +26,48 @@ class WeightedRoundRobin:
     """
 
     def __init__(self) -> None:
-        # The (id, weight) pairs the scaled weights were computed from: recomputed on change only.
-        self._signature: tuple[tuple[InstanceId, float], ...] = ()
-        self._scaled: tuple[int, ...] = ()
+        # Parallel lists, one slot per healthy instance, recomputed only when the ids or the
+        # weights change: the ids and raw weights they came from, the weights scaled to
+        # integers, and each instance's current weight.
+        self._ids: list[InstanceId] = []
+        self._weights: list[float] = []
+        self._scaled: list[int] = []
+        self._current: list[int] = []
         self._total = 0
         self._scale = 1
-        self._current: dict[InstanceId, int] = {}
 
     def choose(self, request: InferenceRequest, instances: Sequence[InstanceView]) -> InstanceId:
-        signature = tuple((view.id, view.weight) for view in healthy(instances))
-        if signature != self._signature:
-            self._rebuild(signature)
-        current = self._current
-        best_id = signature[0][0]
-        best = -math.inf
-        for (instance, _), weight in zip(signature, self._scaled, strict=True):
-            value = current[instance] + weight
-            current[instance] = value
-            if value > best:
-                best, best_id = value, instance
-        current[best_id] -= self._total
-        return best_id
+        views = healthy(instances)
+        ids = [view.id for view in views]
+        weights = [view.weight for view in views]
+        if ids != self._ids or weights != self._weights:
+            self._rebuild(ids, weights)
+        current, scaled = self._current, self._scaled
+        best = 0
+        for i in range(len(current)):
+            current[i] += scaled[i]
+            if current[i] > current[best]:
+                best = i
+        current[best] -= self._total
+        return ids[best]
 
-    def _rebuild(self, signature: tuple[tuple[InstanceId, float], ...]) -> None:
+    def _rebuild(self, ids: list[InstanceId], weights: list[float]) -> None:
         ratios = []
-        for instance, weight in signature:
+        for instance, weight in zip(ids, weights, strict=True):
             if not math.isfinite(weight):
                 raise ValueError(f"Instance '{instance}' has weight {weight}; it must be finite.")
             ratios.append(max(weight, 0).as_integer_ratio())
         scale = max(denominator for _, denominator in ratios)  # powers of two: the lcm is the max
-        scaled = tuple(numerator * (scale // denominator) for numerator, denominator in ratios)
+        scaled = [numerator * (scale // denominator) for numerator, denominator in ratios]
         if not any(scaled):
-            scaled = (1,) * len(scaled)
+            scaled = [1] * len(scaled)
             scale = 0  # a different unit from any real scale
         # Ids that vanished (or turned unhealthy) are dropped; new ones start at 0. Current
         # weights are in units of 1/scale, so they are only meaningful while the scale holds.
-        keep = scale == self._scale
-        self._current = {
-            instance: self._current.get(instance, 0) if keep else 0 for instance, _ in signature
-        }
-        self._signature = signature
+        previous = dict(zip(self._ids, self._current, strict=True)) if scale == self._scale else {}
+        self._current = [previous.get(instance, 0) for instance in ids]
+        self._ids = ids
+        self._weights = weights
         self._scaled = scaled
         self._total = sum(scaled)
         self._scale = scale

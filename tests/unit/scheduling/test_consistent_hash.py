@@ -112,7 +112,7 @@ def test_the_key_stays_home_while_its_instance_is_under_the_bound() -> None:
     policy = ConsistentHash()
     idle = views("a", "b", "c", "d")
     home = policy.choose(request("k"), idle)
-    # Total 12, capacity ceil(1.25 * 13 / 4) = 5: home at 4 keeps the key.
+    # Total 13, capacity ceil(1.25 * 14 / 4) = 5: home at 4 keeps the key; at 9 of 9 it spills.
     loaded = [InstanceView(id=i, inflight=4 if i == home else 3) for i in "abcd"]
     assert policy.choose(request("k"), loaded) == home
     full = [InstanceView(id=i, inflight=9 if i == home else 0) for i in "abcd"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ def picks(policy: WeightedRoundRobin, instances: list[InstanceView], n: int) -> 
 
 def longest_run(sequence: list[str]) -> int:
     longest = run = 1
-    for previous, current in zip(sequence, sequence[1:], strict=False):
+    for previous, current in pairwise(sequence):
         run = run + 1 if current == previous else 1
         longest = max(longest, run)
     return longest

@@ -1,0 +1,81 @@
+"""PythonClassModel: a plain class with load() and predict(batch) becomes a model."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from dlproxy.models.base import create_model
+from dlproxy.models.python import PythonClassModel
+
+
+class Scaler:
+    """Multiplies ``x`` by a factor that ``load`` sets, and counts its calls."""
+
+    inputs: ClassVar[list[tuple[str, str, tuple[int, ...]]]] = [("x", "FP32", (-1, 3))]
+    outputs: ClassVar[list[tuple[str, str, tuple[int, ...]]]] = [
+        ("y", "FP32", (-1, 3)),
+        ("total", "fp64", (-1,)),
+    ]
+    max_batch_size = 8
+
+    def __init__(self) -> None:
+        self.factor = 0.0
+        self.calls = 0
+
+    def load(self) -> None:
+        self.factor = 3.0
+
+    def predict(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.calls += 1
+        y = batch["x"] * self.factor
+        return {"y": y, "total": y.sum(axis=1).astype(np.float64)}
+
+
+class Bare:
+    """No spec attributes and no load(): still servable."""
+
+    def predict(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"echo": batch["anything"]}
+
+
+class NotAModel:
+    pass
+
+
+def test_spec_from_class_attributes() -> None:
+    model = create_model(f"{__name__}:Scaler")
+    assert isinstance(model, PythonClassModel)
+    spec = model.spec
+    assert (spec.name, spec.version, spec.platform) == ("scaler", "1", "python")
+    assert [(t.name, t.datatype, t.shape) for t in spec.inputs] == [("x", "FP32", (-1, 3))]
+    assert [(t.name, t.datatype, t.shape) for t in spec.outputs] == [
+        ("y", "FP32", (-1, 3)),
+        ("total", "FP64", (-1,)),
+    ]
+    assert spec.max_batch_size == 8
+
+
+def test_load_then_predict() -> None:
+    model = PythonClassModel(f"{__name__}:Scaler")
+    model.load()
+    out = model.predict({"x": np.ones((2, 3), dtype=np.float32)}, {})
+    np.testing.assert_allclose(out["y"], 3.0)
+    np.testing.assert_allclose(out["total"], [9.0, 9.0])
+
+
+def test_class_without_spec_or_load() -> None:
+    model = PythonClassModel(f"{__name__}:Bare")
+    assert (model.spec.name, model.spec.inputs, model.spec.outputs) == ("bare", (), ())
+    model.load()
+    data = np.array([b"a", b"b"], dtype=object)
+    assert model.predict({"anything": data}, {})["echo"].tolist() == [b"a", b"b"]
+
+
+def test_bad_references() -> None:
+    with pytest.raises(TypeError, match="predict"):
+        PythonClassModel(f"{__name__}:NotAModel")
+    with pytest.raises(ImportError):
+        PythonClassModel("no_such_module_here:Thing")
