@@ -27,8 +27,10 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "dlproxy", "serve", "--port", str(self.port), *args]
-        self._log = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        self._log = open(log, "wb") if log else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, env=os.environ.copy()
+        )
 
     def wait_ready(self, timeout: float = 300.0) -> Server:
         deadline = time.monotonic() + timeout

@@ -12,6 +12,8 @@ import uvicorn
 import zmq.asyncio
 
 from dlproxy.batching.policy import FixedBatching
+from dlproxy.caching.base import MemoryCache
+from dlproxy.caching.tiered import TieredCache
 from dlproxy.gateway import Gateway, Limits
 from dlproxy.http.routes import InferenceApp
 from dlproxy.instances.local import LocalInstance
@@ -29,7 +31,9 @@ class GatewayServer(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        original = {
+            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         try:
             yield
         finally:
@@ -58,6 +62,14 @@ def build_pools(settings: Settings, context: zmq.asyncio.Context) -> list[Instan
     return pools
 
 
+def build_cache(settings: Settings) -> TieredCache | None:
+    """The result cache the settings ask for, or None."""
+    if settings.cache == "none":
+        return None
+    l1 = MemoryCache(settings.cache, settings.cache_size, settings.cache_bytes, settings.cache_ttl)
+    return TieredCache(l1)
+
+
 async def start_pools(pools: list[InstancePool], instances: int) -> None:
     """Start every instance of every model at once; each takes traffic as soon as it is ready."""
     await asyncio.gather(*(pool.add() for pool in pools for _ in range(instances)))
@@ -68,21 +80,39 @@ async def serve(settings: Settings) -> None:
     settings = settings.resolved()
     context = zmq.asyncio.Context()
     pools = build_pools(settings, context)
-    gateway = Gateway(pools, Limits(settings.max_items, settings.max_text_bytes))
+    gateway = Gateway(
+        pools,
+        Limits(settings.max_items, settings.max_text_bytes),
+        build_cache(settings),
+        settings.coalesce,
+    )
     app = InferenceApp(gateway, settings.max_body_bytes, settings.request_timeout_ms)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, loop="none", http="httptools",
-        lifespan="off", access_log=False, log_level="warning", timeout_graceful_shutdown=30,
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="none",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=30,
         backlog=4096,
     )
     server = GatewayServer(config)
     log.info(
         "serving %s on http://%s:%s with %s instance(s) x %s thread(s), policy %s",
-        ", ".join(settings.models), settings.host, settings.port, settings.instances,
-        settings.threads, settings.policy,
+        ", ".join(settings.models),
+        settings.host,
+        settings.port,
+        settings.instances,
+        settings.threads,
+        settings.policy,
     )
     serving = asyncio.create_task(server.serve(), name="http server")
-    starting = asyncio.create_task(start_pools(pools, settings.instances or 1), name="start instances")
+    starting = asyncio.create_task(
+        start_pools(pools, settings.instances or 1), name="start instances"
+    )
     done, _ = await asyncio.wait({serving, starting}, return_when=asyncio.FIRST_COMPLETED)
     if starting in done and starting.exception() is None:
         gateway.started = True

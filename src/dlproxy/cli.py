@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -14,10 +13,19 @@ from dlproxy.settings import Settings, load_config_file
 
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="settings file (TOML or JSON)")
-    parser.add_argument("--model", action="append", dest="models", metavar="NAME[:VARIANT]",
-                        help="model to serve (repeatable); default minilm")
-    parser.add_argument("--instances", type=int, help="worker processes per model (default: from cores)")
-    parser.add_argument("--threads", type=int, help="threads per worker (default: cores / instances)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        dest="models",
+        metavar="NAME[:VARIANT]",
+        help="model to serve (repeatable); default minilm",
+    )
+    parser.add_argument(
+        "--instances", type=int, help="worker processes per model (default: from cores)"
+    )
+    parser.add_argument(
+        "--threads", type=int, help="threads per worker (default: cores / instances)"
+    )
     parser.add_argument("--policy", help="scheduling policy")
     parser.add_argument("--weights", help="W1,W2,.. instance weights (weighted_round_robin)")
     parser.add_argument("--max-batch", type=int)
@@ -27,6 +35,17 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-items", type=int, help="most items in one request")
     parser.add_argument("--max-body-bytes", type=int)
     parser.add_argument("--request-timeout-ms", type=float)
+    parser.add_argument("--cache", help="result cache: none, lru, lfu, fifo, two_level, tinylfu")
+    parser.add_argument("--cache-size", type=int, help="most cached items")
+    parser.add_argument("--cache-bytes", type=int, help="most cached bytes")
+    parser.add_argument("--cache-ttl", type=float, help="seconds a cached result stays valid")
+    parser.add_argument(
+        "--no-coalesce",
+        dest="coalesce",
+        action="store_false",
+        default=None,
+        help="do not merge identical in-flight items",
+    )
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
     parser.add_argument("--log-level")
@@ -47,7 +66,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def _run_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         import uvloop
 
@@ -91,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve models over HTTP (KServe v2, OpenAI)")
     _serve_arguments(serve)
     serve.set_defaults(handler=_run_serve)
-    bench = commands.add_parser("bench", help="load-test a running server, or a model alone (--offline)")
+    bench = commands.add_parser(
+        "bench", help="load-test a running server, or a model alone (--offline)"
+    )
     try:
         from dlproxy.bench import command as bench_command
 
@@ -100,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     bench.set_defaults(handler=_run_bench)
     models = commands.add_parser("models", help="list built-in models; --export to prepare them")
-    models.add_argument("--export", nargs="*", metavar="NAME[:VARIANT]", help="load (and export) these")
+    models.add_argument(
+        "--export", nargs="*", metavar="NAME[:VARIANT]", help="load (and export) these"
+    )
     models.set_defaults(handler=_run_models)
     return parser
 

@@ -10,15 +10,28 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from dlproxy.errors import BadRequest, DeadlineExceeded, InstanceFailed, ModelNotFound, PayloadTooLarge
+from dlproxy.caching.coalesce import Coalescer
+from dlproxy.caching.keys import item_keys
+from dlproxy.caching.tiered import TieredCache
+from dlproxy.errors import (
+    BadRequest,
+    DeadlineExceeded,
+    InstanceFailed,
+    ModelNotFound,
+    Overloaded,
+    PayloadTooLarge,
+)
 from dlproxy.instances.pool import InstancePool
 from dlproxy.types import DTYPES, InferenceRequest, InferenceResponse, ModelSpec, datatype_of
 
 # Request parameters that steer the transport, not the model: never sent to a worker.
-TRANSPORT_PARAMETERS = frozenset({"binary_outputs", "binary_data_output", "encoding_format", "dimensions", "user"})
+TRANSPORT_PARAMETERS = frozenset(
+    {"binary_outputs", "binary_data_output", "encoding_format", "dimensions", "user"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +42,19 @@ class Limits:
 
 
 class Gateway:
-    def __init__(self, pools: Iterable[InstancePool], limits: Limits) -> None:
+    def __init__(
+        self,
+        pools: Iterable[InstancePool],
+        limits: Limits,
+        cache: TieredCache | None = None,
+        coalesce: bool = True,
+    ) -> None:
         self.pools = {pool.name: pool for pool in pools}
         self.limits = limits
+        self.cache = cache
+        self.coalescer = Coalescer() if coalesce else None
         self.started = False  # set once the initial instances are up
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def ready(self) -> bool:
@@ -46,35 +68,157 @@ class Gateway:
             raise ModelNotFound(f"model '{model}' is not served here (served: {served})") from None
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        """The whole pipeline for one request: validate, cache, coalesce, compute, store."""
         pool = self.pool(request.model)
         spec = pool.spec
-        if spec is not None:
-            validate(request, spec, self.limits)
+        if spec is None:
+            raise Overloaded(f"model '{request.model}' is still loading", retry_after=5.0)
+        validate(request, spec, self.limits)
         parameters = model_parameters(request)
+        if self.cache is None and self.coalescer is None:
+            outputs, instance = await self._compute(pool, request, parameters)
+            return InferenceResponse(request.model, spec.version, request.id, outputs, instance)
+        try:
+            if request.deadline is None:
+                return await self._infer_items(pool, spec, request, parameters)
+            async with asyncio.timeout_at(request.deadline):
+                return await self._infer_items(pool, spec, request, parameters)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                "the request's deadline passed before the model answered"
+            ) from None
+
+    async def _infer_items(
+        self,
+        pool: InstancePool,
+        spec: ModelSpec,
+        request: InferenceRequest,
+        parameters: dict[str, Any],
+    ) -> InferenceResponse:
+        """Per item: a cache hit, or a wait on an identical item in flight, or a computation.
+
+        Only the items nobody has or computes go to an instance, as one sub-request.
+        """
+        keys = item_keys(request, spec.version, parameters)
+        rows: list[Row | None] = [None] * len(keys)
+        levels: list[str] = ["miss"] * len(keys)
+        if self.cache is not None:
+            for index, (row, level) in enumerate(await self.cache.get_many(keys)):
+                rows[index], levels[index] = row, level
+        waits: dict[int, asyncio.Future[Row]] = {}
+        mine: list[int] = []
+        for index, row in enumerate(rows):
+            if row is not None:
+                continue
+            shared = self.coalescer.join(keys[index]) if self.coalescer is not None else None
+            if shared is None:
+                mine.append(index)
+            else:
+                waits[index] = shared
+                levels[index] = "coalesced"
+        instance = ""
+        if mine:
+            task = asyncio.ensure_future(self._compute_items(pool, request, parameters, mine, keys))
+            self._own(task)
+            computed, instance = await asyncio.shield(task)
+            for index, row in zip(mine, computed, strict=True):
+                rows[index] = row
+        for index, shared in waits.items():
+            rows[index] = await asyncio.shield(shared)
+        outputs = _stack(rows)  # type: ignore[arg-type]
+        return InferenceResponse(
+            request.model, spec.version, request.id, outputs, instance, _worst(levels)
+        )
+
+    async def _compute_items(
+        self,
+        pool: InstancePool,
+        request: InferenceRequest,
+        parameters: dict[str, Any],
+        indexes: list[int],
+        keys: list[bytes],
+    ) -> tuple[list[Row], str]:
+        """Compute some items of a request, publish them to waiters and store them in the cache."""
+        sub = request if len(indexes) == request.items else _select(request, indexes)
+        try:
+            outputs, instance = await self._compute(pool, sub, parameters)
+        except BaseException as exc:
+            if self.coalescer is not None:
+                for index in indexes:
+                    self.coalescer.fail(keys[index], exc)
+            raise
+        rows = [
+            {name: array[i : i + 1].copy() for name, array in outputs.items()}
+            for i in range(len(indexes))
+        ]
+        if self.coalescer is not None:
+            for index, row in zip(indexes, rows, strict=True):
+                self.coalescer.resolve(keys[index], row)
+        if self.cache is not None:
+            await self.cache.put_many(
+                [(keys[index], row) for index, row in zip(indexes, rows, strict=True)]
+            )
+        return rows, instance
+
+    async def _compute(
+        self, pool: InstancePool, request: InferenceRequest, parameters: dict[str, Any]
+    ) -> tuple[dict[str, np.ndarray], str]:
+        """Send to an instance the scheduler picks; on instance death retry on another one."""
         tried: frozenset[str] = frozenset()
-        deadline = request.deadline
         for attempt in range(self.limits.max_attempts):
             instance = pool.choose(request, exclude=tried)
             try:
-                future = instance.submit(request, parameters)
-                if deadline is None:
-                    outputs = await future
-                else:
-                    async with asyncio.timeout_at(deadline):
-                        outputs = await future
+                return await instance.submit(request, parameters), instance.id
             except InstanceFailed:
                 if attempt + 1 == self.limits.max_attempts:
                     raise
                 tried |= {instance.id}
-                continue
-            except TimeoutError:
-                raise DeadlineExceeded("the request's deadline passed before the model answered") from None
-            version = spec.version if spec is not None else ""
-            return InferenceResponse(request.model, version, request.id, outputs, instance.id)
         raise AssertionError("unreachable")
 
+    def _own(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(_settle)
+        task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+
     async def close(self) -> None:
+        """Stop instances (draining them), then flush the cache."""
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
+        if self.cache is not None:
+            await self.cache.close()
+
+
+def _settle(task: asyncio.Future[Any]) -> None:
+    """Mark an owned task's error as seen: its awaiter may have left (deadline, disconnect)."""
+    if not task.cancelled():
+        task.exception()
+
+
+Row = dict[str, np.ndarray]
+_WORST = {"l1": 0, "l2": 1, "coalesced": 2, "miss": 3}
+
+
+def _worst(levels: list[str]) -> str:
+    return max(levels, key=_WORST.__getitem__)
+
+
+def _select(request: InferenceRequest, indexes: list[int]) -> InferenceRequest:
+    inputs = {name: array[indexes] for name, array in request.inputs.items()}
+    return InferenceRequest(
+        request.model,
+        inputs,
+        request.id,
+        request.protocol,
+        request.parameters,
+        request.outputs,
+        request.session_key,
+        request.deadline,
+    )
+
+
+def _stack(rows: list[Row]) -> dict[str, np.ndarray]:
+    if len(rows) == 1:
+        return rows[0]
+    return {name: np.concatenate([row[name] for row in rows]) for name in rows[0]}
 
 
 def model_parameters(request: InferenceRequest) -> dict[str, object]:
@@ -89,10 +233,14 @@ def validate(request: InferenceRequest, spec: ModelSpec, limits: Limits) -> None
     if items == 0:
         raise BadRequest("the request has no items: send at least one")
     if items > limits.max_items:
-        raise PayloadTooLarge(f"the request has {items} items; the limit is {limits.max_items} per request")
+        raise PayloadTooLarge(
+            f"the request has {items} items; the limit is {limits.max_items} per request"
+        )
     for name, array in request.inputs.items():
         if array.ndim == 0 or array.shape[0] != items:
-            raise BadRequest(f"input '{name}' has shape {list(array.shape)}; every input needs {items} rows")
+            raise BadRequest(
+                f"input '{name}' has shape {list(array.shape)}; every input needs {items} rows"
+            )
     if not spec.inputs:
         return
     expected = {t.name: t for t in spec.inputs}
@@ -101,15 +249,22 @@ def validate(request: InferenceRequest, spec: ModelSpec, limits: Limits) -> None
         raise BadRequest(f"missing input(s) {sorted(missing)} for model '{spec.name}'")
     unexpected = request.inputs.keys() - expected.keys()
     if unexpected:
-        raise BadRequest(f"unexpected input(s) {sorted(unexpected)}; model '{spec.name}' takes {sorted(expected)}")
+        raise BadRequest(
+            f"unexpected input(s) {sorted(unexpected)}; model '{spec.name}' takes {sorted(expected)}"
+        )
     for name, tensor in expected.items():
         array = request.inputs[name]
         if array.dtype != DTYPES[tensor.datatype]:
-            raise BadRequest(f"input '{name}' must be {tensor.datatype}, got {_datatype_name(array)}")
+            raise BadRequest(
+                f"input '{name}' must be {tensor.datatype}, got {_datatype_name(array)}"
+            )
         if len(array.shape) != len(tensor.shape) or any(
-            want not in (-1, got) for want, got in zip(tensor.shape[1:], array.shape[1:], strict=False)
+            want not in (-1, got)
+            for want, got in zip(tensor.shape[1:], array.shape[1:], strict=False)
         ):
-            raise BadRequest(f"input '{name}' has shape {list(array.shape)}; the model takes {list(tensor.shape)}")
+            raise BadRequest(
+                f"input '{name}' has shape {list(array.shape)}; the model takes {list(tensor.shape)}"
+            )
         if tensor.datatype == "BYTES":
             _check_texts(name, array, limits.max_text_bytes)
 
@@ -117,7 +272,9 @@ def validate(request: InferenceRequest, spec: ModelSpec, limits: Limits) -> None
 def _check_texts(name: str, array: np.ndarray, max_bytes: int) -> None:
     for index, item in enumerate(array.ravel()):
         if len(item) > max_bytes:
-            raise PayloadTooLarge(f"input '{name}' item {index} is {len(item)} bytes; the limit is {max_bytes}")
+            raise PayloadTooLarge(
+                f"input '{name}' item {index} is {len(item)} bytes; the limit is {max_bytes}"
+            )
         if len(item) == 0:
             raise BadRequest(f"input '{name}' item {index} is empty")
         try:

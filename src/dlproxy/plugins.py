@@ -14,7 +14,9 @@ def import_from_string(spec: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise ImportError(f'Could not import module "{module_name}" (from "{spec}"): {exc}') from exc
+        raise ImportError(
+            f'Could not import module "{module_name}" (from "{spec}"): {exc}'
+        ) from exc
     try:
         return getattr(module, attr)
     except AttributeError as exc:

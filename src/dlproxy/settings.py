@@ -56,6 +56,16 @@ class Settings(BaseSettings):
     """Largest request body (413 beyond)."""
     request_timeout_ms: float | None = None
     """Default deadline when a request sends no X-Request-Timeout-Ms (none: wait as long as it takes)."""
+    cache: str = "none"
+    """Result cache policy for the in-process level: none, lru, lfu, fifo, two_level, tinylfu."""
+    cache_size: int = 100_000
+    """Most entries (items) in the in-process cache."""
+    cache_bytes: int = 256 * 1024 * 1024
+    """Most bytes of results in the in-process cache."""
+    cache_ttl: float | None = None
+    """Seconds a cached result stays valid (none: until evicted)."""
+    coalesce: bool = True
+    """Compute identical items in flight at the same time once."""
     log_level: str = "info"
     """Logging level."""
 

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from serving import Server  # noqa: E402
+from serving import Server
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +22,8 @@ def echo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def minilm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("minilm") / "server.log"
-    server = Server("--model", "minilm:fp32", "--instances", "2", "--threads", "1", log=log).wait_ready()
+    server = Server(
+        "--model", "minilm:fp32", "--instances", "2", "--threads", "1", log=log
+    ).wait_ready()
     yield server
     server.stop()

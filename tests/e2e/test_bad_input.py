@@ -5,29 +5,62 @@ from __future__ import annotations
 import httpx
 import orjson
 import pytest
+
 from serving import Server
 
 GOOD = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["hello"]}]}
 
 
 def infer(server: Server, body: bytes, model: str = "minilm", **headers: str) -> httpx.Response:
-    return httpx.post(f"{server.url}/v2/models/{model}/infer", content=body, headers=headers, timeout=30)
+    return httpx.post(
+        f"{server.url}/v2/models/{model}/infer", content=body, headers=headers, timeout=30
+    )
 
 
 CASES = [
     ("malformed JSON", b'{"inputs": [', 400),
     ("not an object", b"[1, 2, 3]", 400),
     ("no inputs", b'{"inputs": []}', 400),
-    ("wrong datatype", orjson.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "FP32", "data": [1.0]}]}), 400),
-    ("wrong shape", orjson.dumps({"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a"]}]}), 400),
-    ("empty item list", orjson.dumps({"inputs": [{"name": "text", "shape": [0], "datatype": "BYTES", "data": []}]}), 400),
-    ("wrong input name", orjson.dumps({"inputs": [{"name": "txt", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}), 400),
-    ("too many items", orjson.dumps({"inputs": [{"name": "text", "shape": [300], "datatype": "BYTES", "data": ["a"] * 300}]}), 413),
+    (
+        "wrong datatype",
+        orjson.dumps(
+            {"inputs": [{"name": "text", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
+        ),
+        400,
+    ),
+    (
+        "wrong shape",
+        orjson.dumps(
+            {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a"]}]}
+        ),
+        400,
+    ),
+    (
+        "empty item list",
+        orjson.dumps({"inputs": [{"name": "text", "shape": [0], "datatype": "BYTES", "data": []}]}),
+        400,
+    ),
+    (
+        "wrong input name",
+        orjson.dumps(
+            {"inputs": [{"name": "txt", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}
+        ),
+        400,
+    ),
+    (
+        "too many items",
+        orjson.dumps(
+            {"inputs": [{"name": "text", "shape": [300], "datatype": "BYTES", "data": ["a"] * 300}]}
+        ),
+        413,
+    ),
 ]
 
 
 @pytest.mark.parametrize(("case", "body", "status"), CASES, ids=[c[0] for c in CASES])
-def test_bad_kserve_requests_get_a_clear_error(minilm_server: Server, case: str, body: bytes, status: int) -> None:
+def test_bad_kserve_requests_get_a_clear_error(
+    minilm_server: Server, case: str, body: bytes, status: int
+) -> None:
     response = infer(minilm_server, body)
     assert response.status_code == status, response.text
     error = response.json()["error"]
@@ -37,8 +70,18 @@ def test_bad_kserve_requests_get_a_clear_error(minilm_server: Server, case: str,
 
 def test_non_utf8_text_is_refused(minilm_server: Server) -> None:
     # Binary tensor extension: a BYTES element with invalid UTF-8.
-    header = orjson.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
-                                       "parameters": {"binary_data_size": 6}}]})
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "text",
+                    "shape": [1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": 6},
+                }
+            ]
+        }
+    )
     body = header + (2).to_bytes(4, "little") + b"\xff\xfe"
     response = infer(minilm_server, body, **{"Inference-Header-Content-Length": str(len(header))})
     assert response.status_code == 400
@@ -57,11 +100,15 @@ def test_body_over_the_limit_is_413(minilm_server: Server) -> None:
 
 
 def test_openai_errors_use_the_openai_shape(minilm_server: Server) -> None:
-    response = httpx.post(f"{minilm_server.url}/v1/embeddings", content=b'{"model": "minilm", "input": []}')
+    response = httpx.post(
+        f"{minilm_server.url}/v1/embeddings", content=b'{"model": "minilm", "input": []}'
+    )
     assert response.status_code == 400
     error = response.json()["error"]
     assert set(error) >= {"message", "type", "code"}
-    response = httpx.post(f"{minilm_server.url}/v1/embeddings", content=b'{"model": "nope", "input": "hi"}')
+    response = httpx.post(
+        f"{minilm_server.url}/v1/embeddings", content=b'{"model": "nope", "input": "hi"}'
+    )
     assert response.status_code == 404
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 from openai import OpenAI
-from serving import Server
 
 from dlproxy.models.builtin.minilm import MiniLM
+from serving import Server
 
 SENTENCES = [
     "The committee postponed its decision until the next quarterly meeting.",
@@ -33,13 +33,17 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
-def test_tritonclient_infer_matches_the_model(minilm_server: Server, reference: np.ndarray, binary: bool) -> None:
+def test_tritonclient_infer_matches_the_model(
+    minilm_server: Server, reference: np.ndarray, binary: bool
+) -> None:
     client = triton.InferenceServerClient(minilm_server.url.removeprefix("http://"))
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("minilm")
     metadata = client.get_model_metadata("minilm")
     assert metadata["inputs"][0]["name"] == "text"
     text = triton.InferInput("text", [len(SENTENCES)], "BYTES")
-    text.set_data_from_numpy(np.array([s.encode() for s in SENTENCES], dtype=object), binary_data=binary)
+    text.set_data_from_numpy(
+        np.array([s.encode() for s in SENTENCES], dtype=object), binary_data=binary
+    )
     wanted = triton.InferRequestedOutput("embedding", binary_data=binary)
     result = client.infer("minilm", [text], outputs=[wanted])
     embedding = result.as_numpy("embedding")
@@ -51,7 +55,9 @@ def test_tritonclient_sees_the_dlproxy_headers(minilm_server: Server) -> None:
     import httpx
 
     body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [SENTENCES[0]]}]}
-    response = httpx.post(f"{minilm_server.url}/v2/models/minilm/infer", json=body, headers={"X-Request-Id": "abc-1"})
+    response = httpx.post(
+        f"{minilm_server.url}/v2/models/minilm/infer", json=body, headers={"X-Request-Id": "abc-1"}
+    )
     assert response.status_code == 200
     assert response.headers["x-request-id"] == "abc-1"
     assert response.headers["x-dlproxy-instance"].startswith("w")
@@ -59,13 +65,19 @@ def test_tritonclient_sees_the_dlproxy_headers(minilm_server: Server) -> None:
     assert response.json()["outputs"][0]["shape"] == [1, 384]
 
 
-def test_openai_client_embeddings_match_the_model(minilm_server: Server, reference: np.ndarray) -> None:
+def test_openai_client_embeddings_match_the_model(
+    minilm_server: Server, reference: np.ndarray
+) -> None:
     client = OpenAI(base_url=f"{minilm_server.url}/v1", api_key="unused", max_retries=0)
     assert "minilm" in [m.id for m in client.models.list().data]
     for encoding in ("float", "base64"):
-        response = client.embeddings.create(model="minilm", input=SENTENCES, encoding_format=encoding)  # type: ignore[arg-type]
+        response = client.embeddings.create(
+            model="minilm", input=SENTENCES, encoding_format=encoding
+        )  # type: ignore[arg-type]
         rows = [d.embedding for d in sorted(response.data, key=lambda d: d.index)]
-        if encoding == "base64":  # asked for explicitly, the client hands the base64 text over as is
+        if (
+            encoding == "base64"
+        ):  # asked for explicitly, the client hands the base64 text over as is
             rows = [np.frombuffer(base64.b64decode(row), dtype="<f4") for row in rows]  # type: ignore[arg-type]
         embedding = np.array(rows, dtype=np.float32)
         assert embedding.shape == (3, 384)
@@ -74,7 +86,9 @@ def test_openai_client_embeddings_match_the_model(minilm_server: Server, referen
 
 def test_a_kserve_and_an_openai_request_give_the_same_embedding(minilm_server: Server) -> None:
     client = OpenAI(base_url=f"{minilm_server.url}/v1", api_key="unused", max_retries=0)
-    via_openai = np.array(client.embeddings.create(model="minilm", input=SENTENCES[1]).data[0].embedding)
+    via_openai = np.array(
+        client.embeddings.create(model="minilm", input=SENTENCES[1]).data[0].embedding
+    )
     triton_client = triton.InferenceServerClient(minilm_server.url.removeprefix("http://"))
     text = triton.InferInput("text", [1], "BYTES")
     text.set_data_from_numpy(np.array([SENTENCES[1].encode()], dtype=object))

@@ -16,7 +16,11 @@ from dlproxy.types import InferenceRequest
 
 
 def request(i: int, **parameters: object) -> InferenceRequest:
-    return InferenceRequest("echo", {"text": np.array([f"item {i}".encode()], dtype=object)}, parameters=dict(parameters))
+    return InferenceRequest(
+        "echo",
+        {"text": np.array([f"item {i}".encode()], dtype=object)},
+        parameters=dict(parameters),
+    )
 
 
 async def test_killing_a_worker_under_load_fails_no_request() -> None:
@@ -27,6 +31,7 @@ async def test_killing_a_worker_under_load_fails_no_request() -> None:
     pool = pools[0]
     victim = pool.instances[0]
     try:
+
         async def client(k: int) -> list[bytes]:
             out = []
             for j in range(40):
@@ -64,7 +69,9 @@ async def test_instances_are_added_and_drained_without_losing_requests() -> None
         assert len(pool.instances) == 3
         await pool.scale_to(1)
         responses = await load
-        assert [r.outputs["text"][0] for r in responses] == [f"item {i}".encode() for i in range(200)]
+        assert [r.outputs["text"][0] for r in responses] == [
+            f"item {i}".encode() for i in range(200)
+        ]
         assert len(pool.instances) == 1
     finally:
         await gateway.close()

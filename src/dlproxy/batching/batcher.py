@@ -23,7 +23,9 @@ from dlproxy.instances import protocol
 from dlproxy.types import InferenceRequest
 
 Outputs = dict[str, np.ndarray]
-SendBatch = Callable[[dict[str, np.ndarray], dict[str, Any]], "asyncio.Future[protocol.Result | protocol.Failure]"]
+SendBatch = Callable[
+    [dict[str, np.ndarray], dict[str, Any]], "asyncio.Future[protocol.Result | protocol.Failure]"
+]
 
 
 @dataclass(slots=True)
@@ -63,9 +65,13 @@ class Batcher:
         self._timer: asyncio.TimerHandle | None = None
         self._batches = 0
         self._items = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.open = True
 
-    def submit(self, request: InferenceRequest, parameters: dict[str, Any]) -> asyncio.Future[Outputs]:
+    def submit(
+        self, request: InferenceRequest, parameters: dict[str, Any]
+    ) -> asyncio.Future[Outputs]:
         """Queue a request; the future resolves with its outputs. Raises Overloaded when full."""
         if not self.open:
             raise InstanceFailed("the instance is stopping")
@@ -88,9 +94,17 @@ class Batcher:
 
     def statistics(self) -> BatcherStatistics:
         return BatcherStatistics(
-            len(self._queue), self._queued_items, self._inflight_requests,
-            self._inflight_batches, self._batches, self._items,
+            len(self._queue),
+            self._queued_items,
+            self._inflight_requests,
+            self._inflight_batches,
+            self._batches,
+            self._items,
         )
+
+    async def wait_idle(self) -> None:
+        """Return once nothing is queued or in flight."""
+        await self._idle.wait()
 
     def drain_queue(self) -> list[Pending]:
         """Take every queued (not yet sent) request out, for another instance to serve."""
@@ -108,8 +122,12 @@ class Batcher:
                 wake = self._queue[0].enqueued + self.policy.max_delay
                 if self._loop.time() < wake:
                     self._timer = self._loop.call_at(wake, self._pump)
-                    return
+                    break
             self._send_one()
+        if self._queue or self._inflight_batches:
+            self._idle.clear()
+        else:
+            self._idle.set()
 
     def _take(self) -> list[Pending]:
         """The next batch: FIFO, up to max_batch items, same parameters, deadlines checked."""
@@ -119,14 +137,18 @@ class Batcher:
         while self._queue:
             head = self._queue[0]
             n = head.request.items
-            if taken and (size + n > self.policy.max_batch or head.parameters != taken[0].parameters):
+            if taken and (
+                size + n > self.policy.max_batch or head.parameters != taken[0].parameters
+            ):
                 break
             self._queue.popleft()
             self._queued_items -= n
             if head.future.done():  # the client gave up
                 continue
             if head.request.deadline is not None and head.request.deadline <= now:
-                head.future.set_exception(DeadlineExceeded("the request's deadline passed while it was queued"))
+                head.future.set_exception(
+                    DeadlineExceeded("the request's deadline passed while it was queued")
+                )
                 continue
             taken.append(head)
             size += n
@@ -140,14 +162,21 @@ class Batcher:
             inputs = batch[0].request.inputs
         else:
             names = batch[0].request.inputs.keys()
-            inputs = {name: np.concatenate([p.request.inputs[name] for p in batch]) for name in names}
+            inputs = {
+                name: np.concatenate([p.request.inputs[name] for p in batch]) for name in names
+            }
         started = self._loop.time()
         reply = self.send(inputs, batch[0].parameters)
         self._inflight_batches += 1
         self._inflight_requests += len(batch)
         reply.add_done_callback(lambda done: self._complete(batch, done, started))
 
-    def _complete(self, batch: list[Pending], reply: asyncio.Future[protocol.Result | protocol.Failure], started: float) -> None:
+    def _complete(
+        self,
+        batch: list[Pending],
+        reply: asyncio.Future[protocol.Result | protocol.Failure],
+        started: float,
+    ) -> None:
         self._inflight_batches -= 1
         self._inflight_requests -= len(batch)
         try:
@@ -163,7 +192,9 @@ class Batcher:
         self._items += items
         self.on_batch(items, self._loop.time() - started)
         if isinstance(message, protocol.Failure):
-            error: Exception = BadRequest(message.message) if message.bad_input else ModelError(message.message)
+            error: Exception = (
+                BadRequest(message.message) if message.bad_input else ModelError(message.message)
+            )
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(error)
@@ -173,6 +204,8 @@ class Batcher:
             for pending in batch:
                 n = pending.request.items
                 if not pending.future.done():
-                    pending.future.set_result({name: array[start : start + n] for name, array in outputs.items()})
+                    pending.future.set_result(
+                        {name: array[start : start + n] for name, array in outputs.items()}
+                    )
                 start += n
         self._pump()

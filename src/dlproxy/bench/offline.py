@@ -1,4 +1,4 @@
-"""The model alone, in this process: items/s per batch size, the ceiling served throughput is held to.
+"""The model alone, in this process: items/s per batch size, the ceiling for served throughput.
 
 Each batch goes through ``Model.predict`` exactly as a worker calls it, so decoding and tokenizing
 are timed too; only building the request arrays (the gateway's job) is left out. Texts come from

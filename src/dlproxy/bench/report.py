@@ -168,7 +168,14 @@ class Report:
             for q, line in lines.items():
                 line.append(float(np.percentile(in_second, q)) if in_second.size else np.nan)
         for (q, line), style in zip(lines.items(), ("-", "--"), strict=True):
-            top.plot(seconds + 0.5, line, style, color="black", label=f"p{q} per second")
+            top.plot(
+                seconds + 0.5,
+                line,
+                style,
+                color="black",
+                drawstyle="steps-mid",
+                label=f"p{q} per second",
+            )
         top.set_ylabel("latency (ms)")
         top.set_yscale("log")
         top.legend(loc="upper right")

@@ -42,7 +42,9 @@ def _new_id() -> str:
 class InferenceApp:
     """The ASGI application: inference routes by hand, everything else through Starlette."""
 
-    def __init__(self, gateway: Gateway, max_body_bytes: int, default_timeout_ms: float | None = None) -> None:
+    def __init__(
+        self, gateway: Gateway, max_body_bytes: int, default_timeout_ms: float | None = None
+    ) -> None:
         self.gateway = gateway
         self.max_body_bytes = max_body_bytes
         self.default_timeout_ms = default_timeout_ms
@@ -60,7 +62,9 @@ class InferenceApp:
                 return
         await self.other(scope, receive, send)
 
-    async def _infer(self, scope: Scope, receive: Receive, send: Send, *, openai: bool, model: str) -> None:
+    async def _infer(
+        self, scope: Scope, receive: Receive, send: Send, *, openai: bool, model: str
+    ) -> None:
         headers = dict(scope["headers"])
         request_id = (headers.get(b"x-request-id") or b"").decode("latin-1") or _new_id()
         request: InferenceRequest | None = None
@@ -70,17 +74,23 @@ class InferenceApp:
                 request = codecs.decode_openai_embeddings(body)
             else:
                 header_length = headers.get(b"inference-header-content-length")
-                request = codecs.decode_kserve(body, model, _int_header(header_length, "Inference-Header-Content-Length"))
+                request = codecs.decode_kserve(
+                    body, model, _int_header(header_length, "Inference-Header-Content-Length")
+                )
             if not request.id:  # a KServe body may carry its own id; it is echoed in the body
                 request.id = request_id
             session = headers.get(b"x-session-key")
             if session:
                 request.session_key = session.decode("latin-1")
             timeout = headers.get(b"x-request-timeout-ms")
-            timeout_ms = _int_header(timeout, "X-Request-Timeout-Ms") if timeout else self.default_timeout_ms
+            timeout_ms = (
+                _int_header(timeout, "X-Request-Timeout-Ms") if timeout else self.default_timeout_ms
+            )
             if timeout_ms is not None:
                 if timeout_ms <= 0:
-                    raise BadRequest("X-Request-Timeout-Ms must be a positive number of milliseconds")
+                    raise BadRequest(
+                        "X-Request-Timeout-Ms must be a positive number of milliseconds"
+                    )
                 request.deadline = _loop_time() + timeout_ms / 1000
             response = await self.gateway.infer(request)
             extra: list[tuple[bytes, bytes]] = []
@@ -98,7 +108,9 @@ class InferenceApp:
         except Exception as exc:
             status, message, extra = describe(exc)
             if openai:
-                payload = codecs.encode_openai_error(message, OPENAI_TYPES.get(status, "error"), status)
+                payload = codecs.encode_openai_error(
+                    message, OPENAI_TYPES.get(status, "error"), status
+                )
             else:
                 payload = codecs.encode_kserve_error(message)
             await _respond(send, status, payload, request_id, extra)
@@ -106,7 +118,9 @@ class InferenceApp:
     async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         length = headers.get(b"content-length")
         if length is not None and _int_header(length, "Content-Length") > self.max_body_bytes:
-            raise PayloadTooLarge(f"the body is {int(length)} bytes; the limit is {self.max_body_bytes}")
+            raise PayloadTooLarge(
+                f"the body is {int(length)} bytes; the limit is {self.max_body_bytes}"
+            )
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -137,17 +151,21 @@ def _int_header(value: bytes | None, name: str) -> int | None:
         raise BadRequest(f"header {name} must be an integer, got {value[:40]!r}") from None
 
 
-async def _respond(send: Send, status: int, body: bytes, request_id: str, extra: list[tuple[bytes, bytes]]) -> None:
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", JSON),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", request_id.encode()),
-            *extra,
-        ],
-    })
+async def _respond(
+    send: Send, status: int, body: bytes, request_id: str, extra: list[tuple[bytes, bytes]]
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", JSON),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+                *extra,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -161,8 +179,12 @@ def _metadata(spec: ModelSpec) -> dict[str, Any]:
         "name": spec.name,
         "versions": [spec.version],
         "platform": spec.platform,
-        "inputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in spec.inputs],
-        "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in spec.outputs],
+        "inputs": [
+            {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in spec.inputs
+        ],
+        "outputs": [
+            {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in spec.outputs
+        ],
         "max_batch_size": spec.max_batch_size,
     }
 
@@ -180,13 +202,18 @@ def build_starlette(gateway: Gateway) -> Starlette:
         return ORJSONResponse({"ready": gateway.ready}, status_code=200 if gateway.ready else 503)
 
     async def server_metadata(request: Request) -> Response:
-        return ORJSONResponse({"name": "dlproxy", "version": __version__, "extensions": ["binary_tensor_data"]})
+        return ORJSONResponse(
+            {"name": "dlproxy", "version": __version__, "extensions": ["binary_tensor_data"]}
+        )
 
     async def model_metadata(request: Request) -> Response:
         name = request.path_params["model"]
         pool = gateway.pools.get(name)
         if pool is None:
-            return error(404, f"model '{name}' is not served here (served: {', '.join(sorted(gateway.pools))})")
+            return error(
+                404,
+                f"model '{name}' is not served here (served: {', '.join(sorted(gateway.pools))})",
+            )
         if pool.spec is None:
             return error(503, f"model '{name}' is still loading")
         return ORJSONResponse(_metadata(pool.spec))
@@ -196,29 +223,38 @@ def build_starlette(gateway: Gateway) -> Starlette:
         pool = gateway.pools.get(name)
         if pool is None:
             return error(404, f"model '{name}' is not served here")
-        return ORJSONResponse({"name": name, "ready": pool.ready}, status_code=200 if pool.ready else 503)
+        return ORJSONResponse(
+            {"name": name, "ready": pool.ready}, status_code=200 if pool.ready else 503
+        )
 
     async def openai_models(request: Request) -> Response:
         now = int(time.time())
-        data = [{"id": name, "object": "model", "created": now, "owned_by": "dlproxy"} for name in gateway.pools]
+        data = [
+            {"id": name, "object": "model", "created": now, "owned_by": "dlproxy"}
+            for name in gateway.pools
+        ]
         return ORJSONResponse({"object": "list", "data": data})
 
     async def admin_instances(request: Request) -> Response:
         rows = []
         for pool in gateway.pools.values():
             for instance in pool.instances:
-                rows.append({
-                    "id": instance.id,
-                    "model": pool.name,
-                    "reference": instance.reference,
-                    "state": instance.state,
-                    "pid": instance.pid,
-                    "threads": instance.threads,
-                    "weight": instance.weight,
-                    "inflight": instance.batcher.inflight,
-                    "queue_depth": instance.batcher.queued,
-                    "latency_ewma_ms": round(instance.latency_ewma * 1000, 3),
-                })
+                rows.append(
+                    {
+                        "id": instance.id,
+                        "model": pool.name,
+                        "reference": instance.reference,
+                        "state": instance.state,
+                        "pid": instance.pid,
+                        "threads": instance.threads,
+                        "weight": instance.weight,
+                        "inflight": instance.batcher.inflight,
+                        "queue_depth": instance.batcher.queued,
+                        "latency_ewma_ms": round(instance.latency_ewma * 1000, 3),
+                        "batches": instance.batcher.statistics().batches,
+                        "items": instance.batcher.statistics().items,
+                    }
+                )
         return ORJSONResponse(rows)
 
     async def not_found(request: Request, exc: Exception) -> Response:

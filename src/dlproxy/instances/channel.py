@@ -39,14 +39,22 @@ class WorkerChannel:
     def start(self) -> None:
         self._reader = asyncio.create_task(self._read(), name=f"read {self.endpoint}")
 
-    def send_batch(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> asyncio.Future[protocol.Result | protocol.Failure]:
+    def send_batch(
+        self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]
+    ) -> asyncio.Future[protocol.Result | protocol.Failure]:
         """Send one batch; the future resolves with its Result or fails with InstanceFailed."""
         batch_id = next(self._ids)
-        future: asyncio.Future[protocol.Result | protocol.Failure] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[protocol.Result | protocol.Failure] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._pending[batch_id] = future
         wire = {name: protocol.to_wire(array) for name, array in inputs.items()}
         try:
-            self._socket.send(protocol.encode(protocol.Batch(batch_id, wire, parameters)), flags=zmq.NOBLOCK, copy=False)
+            self._socket.send(
+                protocol.encode(protocol.Batch(batch_id, wire, parameters)),
+                flags=zmq.NOBLOCK,
+                copy=False,
+            )
         except zmq.ZMQError as exc:
             del self._pending[batch_id]
             future.set_exception(InstanceFailed(f"could not send to the worker: {exc}"))

@@ -67,15 +67,23 @@ class LocalInstance:
         return self._channel.send_batch(inputs, parameters)
 
     def _observe(self, size: int, latency: float) -> None:
-        self.latency_ewma = latency if self.latency_ewma == 0.0 else 0.8 * self.latency_ewma + 0.2 * latency
+        self.latency_ewma = (
+            latency if self.latency_ewma == 0.0 else 0.8 * self.latency_ewma + 0.2 * latency
+        )
 
     def view(self) -> InstanceView:
         return InstanceView(
-            self.id, self.weight, self.batcher.inflight, self.batcher.queued, self.latency_ewma,
+            self.id,
+            self.weight,
+            self.batcher.inflight,
+            self.batcher.queued,
+            self.latency_ewma,
             self.state == "ready",
         )
 
-    def submit(self, request: InferenceRequest, parameters: dict[str, Any]) -> asyncio.Future[Outputs]:
+    def submit(
+        self, request: InferenceRequest, parameters: dict[str, Any]
+    ) -> asyncio.Future[Outputs]:
         return self.batcher.submit(request, parameters)
 
     async def start(self) -> None:
@@ -84,17 +92,29 @@ class LocalInstance:
         self._channel = WorkerChannel(self._context, self._endpoint)
         self._channel.start()
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "dlproxy.worker.main",
-            "--endpoint", self._endpoint, "--model", self.reference, "--threads", str(self.threads),
+            sys.executable,
+            "-m",
+            "dlproxy.worker.main",
+            "--endpoint",
+            self._endpoint,
+            "--model",
+            self.reference,
+            "--threads",
+            str(self.threads),
         )
         self.pid = self._process.pid
         exited = asyncio.ensure_future(self._process.wait())
-        done, _ = await asyncio.wait({self._channel.ready, exited}, timeout=self.start_timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {self._channel.ready, exited},
+            timeout=self.start_timeout,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
         if self._channel.ready not in done:
             exited.cancel()
             await self._kill()
-            raise RuntimeError(f"worker for '{self.reference}' did not start (exit code {self._process.returncode})")
+            raise RuntimeError(
+                f"worker for '{self.reference}' did not start (exit code {self._process.returncode})"
+            )
         exited.cancel()
         ready = self._channel.ready.result()
         self.spec = ready.spec
@@ -107,21 +127,22 @@ class LocalInstance:
         code = await self._process.wait()
         if self._stopping:
             return
-        log.warning("instance %s (pid %s) exited with code %s; failing over", self.id, self.pid, code)
+        log.warning(
+            "instance %s (pid %s) exited with code %s; failing over", self.id, self.pid, code
+        )
         self.state = "failed"
         orphans = self.batcher.drain_queue()
         self._channel.fail_all(f"instance {self.id} died (exit code {code})")
         self.on_failure(self, orphans)
 
-    async def stop(self, drain: bool = True, timeout: float = 30.0) -> None:
+    async def stop(self, drain: bool = True, drain_seconds: float = 30.0) -> None:
         """Stop taking requests, finish what is held (when ``drain``), then end the process."""
         self.state = "draining"
         self.batcher.open = False
         if drain:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    while self.batcher.queued or self.batcher.inflight:
-                        await asyncio.sleep(0.01)
+                async with asyncio.timeout(drain_seconds):
+                    await self.batcher.wait_idle()
         self._stopping = True
         if self._channel is not None:
             self._channel.send_stop()

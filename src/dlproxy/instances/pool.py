@@ -51,13 +51,17 @@ class InstancePool:
                 return instance
         raise KeyError(instance_id)
 
-    def choose(self, request: InferenceRequest, exclude: frozenset[str] = frozenset()) -> LocalInstance:
+    def choose(
+        self, request: InferenceRequest, exclude: frozenset[str] = frozenset()
+    ) -> LocalInstance:
         """The instance the policy picks among the ready ones (minus ``exclude``)."""
         views = [i.view() for i in self.instances if i.id not in exclude]
         try:
             return self.by_id(self.policy.choose(request, views))
         except NoHealthyInstance:
-            raise Overloaded(f"model '{self.name}' has no ready instance", retry_after=1.0) from None
+            raise Overloaded(
+                f"model '{self.name}' has no ready instance", retry_after=1.0
+            ) from None
 
     @property
     def ready(self) -> bool:

@@ -27,7 +27,9 @@ class Model(ABC):
         """Load weights, build sessions, warm up. Runs in the worker, never in the gateway."""
 
     @abstractmethod
-    def predict(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
+    def predict(
+        self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]
+    ) -> dict[str, np.ndarray]:
         """Compute one batch; every output has as many rows as the inputs."""
 
 

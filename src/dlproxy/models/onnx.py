@@ -36,7 +36,7 @@ DEFAULT_MAX_BATCH_SIZE = 64
 
 
 class OnnxFileModel(Model):
-    """Runs ``path`` with ONNX Runtime on the CPU, ``threads`` intra-op threads, one batch at a time."""
+    """Runs ``path`` with ONNX Runtime on the CPU with ``threads`` intra-op threads."""
 
     def __init__(
         self, path: Path | str, threads: int = 1, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
@@ -105,7 +105,7 @@ def _is_dim(value: Any) -> bool:
 
 def _cast(name: str, array: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
     """The array in the graph's type; strings become str objects, as ONNX Runtime wants them."""
-    if dtype == object:
+    if dtype.kind == "O":
         return np.array(
             [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.ravel()],
             dtype=object,

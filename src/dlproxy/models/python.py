@@ -62,13 +62,15 @@ class PythonClassModel(Model):
 
 
 def _specs(entries: Iterable[Any], reference: str, what: str) -> tuple[TensorSpec, ...]:
-    """``[(name, datatype, shape), ...]`` -> TensorSpecs, checked now rather than at the first call."""
+    """``[(name, datatype, shape), ...]`` -> TensorSpecs, checked now, not at the first call."""
     specs = []
     for entry in entries:
         try:
             name, datatype, shape = entry
         except (TypeError, ValueError):
-            raise ValueError(f"{reference}.{what}: {entry!r} is not (name, datatype, shape).") from None
+            raise ValueError(
+                f"{reference}.{what}: {entry!r} is not (name, datatype, shape)."
+            ) from None
         datatype = str(datatype).upper()
         if datatype not in DTYPES:
             raise ValueError(f"{reference}.{what}: '{name}' has unknown datatype {datatype}.")

@@ -21,7 +21,9 @@ class HandWorker:
     def __init__(self) -> None:
         self.sent: list[tuple[dict[str, np.ndarray], dict[str, Any], asyncio.Future[Any]]] = []
 
-    def __call__(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> asyncio.Future[Any]:
+    def __call__(
+        self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]
+    ) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.sent.append((inputs, parameters, future))
         return future
@@ -39,8 +41,13 @@ def request(*values: int, deadline: float | None = None) -> InferenceRequest:
     return InferenceRequest("m", {"x": np.array(values, dtype=np.int64)}, deadline=deadline)
 
 
-def batcher(worker: HandWorker, max_batch: int = 32, depth: int = 1, max_queue: int = 100,
-            max_delay: float = 0.002) -> Batcher:
+def batcher(
+    worker: HandWorker,
+    max_batch: int = 32,
+    depth: int = 1,
+    max_queue: int = 100,
+    max_delay: float = 0.002,
+) -> Batcher:
     return Batcher(worker, max_queue, FixedBatching(max_batch, max_delay), depth)
 
 
@@ -76,7 +83,9 @@ async def test_batches_never_exceed_max_batch_and_keep_fifo_order() -> None:
         worker.answer(index)
         await asyncio.sleep(0)
     assert worker.sizes() == [2, 4, 4]
-    assert [(await f)["y"].tolist() for f in futures] == [[v * 10, (v + 100) * 10] for v in range(5)]
+    assert [(await f)["y"].tolist() for f in futures] == [
+        [v * 10, (v + 100) * 10] for v in range(5)
+    ]
 
 
 async def test_a_full_queue_refuses_at_once() -> None:

