@@ -146,3 +146,14 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(tmp_path: Path) -> None
         psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
         for pid in workers
     )
+
+
+def test_workers_die_with_a_killed_gateway(tmp_path: Path) -> None:
+    import psutil
+
+    server = Server("--model", "echo", "--instances", "2", log=tmp_path / "log").wait_ready()
+    workers = [psutil.Process(pid) for pid in server.worker_pids()]
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait(10)
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive

@@ -25,9 +25,12 @@ WIDTH_FACTOR = 4
 COUNTER_MAX = 15
 
 _MASK = (1 << 64) - 1
-# Odd 64-bit multipliers (from splitmix64 and Murmur3's finaliser): one per row, so the four rows
-# index with independent-looking bits of one hash() per key.
-_SEEDS = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xFF51AFD7ED558CCD)
+# Two odd 64-bit multipliers (golden ratio, Murmur3). hash() x the first, mod 2**64, spreads even
+# small ints (whose hash is themselves) over 64 bits; x the second gives a 128-bit product whose
+# upper bits depend on every bit. The four rows index with four disjoint windows of those bits,
+# so one hash() and two multiplications serve all rows.
+_SPREAD = 0x9E3779B97F4A7C15
+_MULTIPLIER = 0xFF51AFD7ED558CCD
 _HALVE = bytes(i >> 1 for i in range(256))
 
 
@@ -39,28 +42,32 @@ class FrequencySketch:
     counters, rounded up to a power of two so an index is the top bits of a 64-bit product.
     """
 
-    __slots__ = ("_additions", "_shift", "_table", "_width", "sample_size")
+    __slots__ = ("_additions", "_mask", "_shifts", "_table", "_width", "sample_size")
 
     def __init__(self, capacity: int) -> None:
         width = 16
         while width < capacity * WIDTH_FACTOR:
             width *= 2
+        bits = width.bit_length() - 1
+        if 4 * bits > 128:
+            raise ValueError(f"capacity {capacity} is too large for a 128-bit sketch index.")
         self._width = width
-        self._shift = 64 - (width.bit_length() - 1)
+        self._mask = width - 1
+        self._shifts = tuple(128 - bits * row for row in range(1, 5))
         self._table = bytearray(4 * width)
         self._additions = 0
         self.sample_size = SAMPLE_FACTOR * max(capacity, 1)
         """Accesses between two halvings."""
 
     def _indexes(self, key: Hashable) -> tuple[int, int, int, int]:
-        h = hash(key) & _MASK
-        s, w = self._shift, self._width
-        s0, s1, s2, s3 = _SEEDS
+        product = (hash(key) * _SPREAD & _MASK) * _MULTIPLIER
+        s0, s1, s2, s3 = self._shifts
+        m, w = self._mask, self._width
         return (
-            ((h * s0) & _MASK) >> s,
-            w + (((h * s1) & _MASK) >> s),
-            2 * w + (((h * s2) & _MASK) >> s),
-            3 * w + (((h * s3) & _MASK) >> s),
+            product >> s0,
+            w + (product >> s1 & m),
+            2 * w + (product >> s2 & m),
+            3 * w + (product >> s3 & m),
         )
 
     def estimate(self, key: Hashable) -> int:

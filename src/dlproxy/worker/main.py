@@ -8,6 +8,8 @@ process is alive even while a long batch runs.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import os
 import signal
 import threading
@@ -40,9 +42,21 @@ class LoadMeter:
         return self.load
 
 
+def die_with_parent() -> None:
+    """Ask Linux to kill us when the gateway dies, however it dies (even SIGKILL)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the gateway's Stop message is all we have
+        return
+    if os.getppid() == 1:  # the gateway died before prctl took effect
+        os._exit(1)
+
+
 def serve(endpoint: str, reference: str, threads: int, heartbeat_s: float) -> None:
-    # The gateway owns our lifetime: ignore Ctrl-C sent to the whole process group.
+    # The gateway owns our lifetime: ignore Ctrl-C sent to the whole process group, die with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
     context = zmq.Context()
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 2000)
