@@ -253,6 +253,9 @@ def build_starlette(gateway: Gateway) -> Starlette:
                         "latency_ewma_ms": round(instance.latency_ewma * 1000, 3),
                         "batches": instance.batcher.statistics().batches,
                         "items": instance.batcher.statistics().items,
+                        "service_time_ms": round(instance.load.service_time * 1000, 3),
+                        "cpu_percent": instance.load.cpu_percent,
+                        "rss_bytes": instance.load.rss_bytes,
                     }
                 )
         return ORJSONResponse(rows)

@@ -20,6 +20,7 @@ import zmq.asyncio
 
 from dlproxy.batching.batcher import Batcher, Outputs
 from dlproxy.batching.policy import FixedBatching
+from dlproxy.instances import protocol
 from dlproxy.instances.channel import WorkerChannel
 from dlproxy.types import InferenceRequest, InstanceView, ModelSpec
 
@@ -70,6 +71,11 @@ class LocalInstance:
         self.latency_ewma = (
             latency if self.latency_ewma == 0.0 else 0.8 * self.latency_ewma + 0.2 * latency
         )
+
+    @property
+    def load(self) -> protocol.Load:
+        """The worker's latest figures (service time, CPU, memory), from its replies."""
+        return self._channel.load if self._channel is not None else protocol.Load()
 
     def view(self) -> InstanceView:
         return InstanceView(

@@ -218,3 +218,24 @@ def test_command_refuses_bad_arguments(argv: tuple[str, ...]) -> None:
 def test_rate_and_concurrency_are_exclusive() -> None:
     with pytest.raises(SystemExit):
         _parse("http://x", "--model=m", "--rate=1", "--concurrency=2")
+
+
+class _FakeOffline:
+    def to_dict(self) -> dict[str, object]:
+        return {"model": "echo", "throughput": {"1": 10.0, "8": 50.0}, "best_batch_size": 8}
+
+
+def test_offline_calls_measure_offline_and_writes_json(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: list[tuple[str, dict[str, object]]] = []
+
+    def fake(reference: str, **options: object) -> _FakeOffline:
+        calls.append((reference, options))
+        return _FakeOffline()
+
+    monkeypatch.setattr("dlproxy.bench.offline.measure_offline", fake)
+    out = tmp_path / "offline.json"
+    assert command.run(_parse("--offline=echo", "--threads=2", f"--json={out}")) == 0
+    assert calls == [("echo", {"threads": 2})]
+    assert json.loads(out.read_text(encoding="utf-8"))["best_batch_size"] == 8
