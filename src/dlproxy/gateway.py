@@ -8,6 +8,7 @@ idempotent); every other failure is answered once, as a domain error the HTTP la
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,7 @@ class Gateway:
         self.cache = cache
         self.coalescer = Coalescer() if coalesce else None
         self.started = False  # set once the initial instances are up
+        self.retries: Counter[tuple[str, str]] = Counter()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -172,6 +174,7 @@ class Gateway:
             except InstanceFailed:
                 if attempt + 1 == self.limits.max_attempts:
                     raise
+                self.retries[request.model, "instance_failed"] += 1
                 tried |= {instance.id}
         raise AssertionError("unreachable")
 

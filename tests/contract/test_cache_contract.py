@@ -199,7 +199,7 @@ def test_values_are_never_mixed_up(name: str) -> None:
 
 
 def test_unknown_policy_names_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="Unknown cache policy 'nope'.*lru"):
+    with pytest.raises(ValueError, match=r"Unknown cache policy 'nope'.*lru"):
         create_memory_cache("nope", max_entries=1)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from dlproxy.batching.policy import FixedBatching
 from dlproxy.errors import BadRequest, DeadlineExceeded, InstanceFailed, ModelError, Overloaded
+from dlproxy.histogram import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
 from dlproxy.instances import protocol
 from dlproxy.types import InferenceRequest
 
@@ -44,6 +45,12 @@ class BatcherStatistics:
     inflight_batches: int
     batches: int
     items: int
+    queue_wait: Histogram
+    """Seconds each request waited in the queue before its batch was sent."""
+    inference: Histogram
+    """Seconds from sending a batch to its reply (worker compute plus transport)."""
+    batch_size: Histogram
+    """Items per batch."""
 
 
 @dataclass
@@ -65,6 +72,9 @@ class Batcher:
         self._timer: asyncio.TimerHandle | None = None
         self._batches = 0
         self._items = 0
+        self._queue_wait = Histogram(LATENCY_BUCKETS)
+        self._inference = Histogram(LATENCY_BUCKETS)
+        self._batch_size = Histogram(SIZE_BUCKETS)
         self._idle = asyncio.Event()
         self._idle.set()
         self.open = True
@@ -100,6 +110,9 @@ class Batcher:
             self._inflight_batches,
             self._batches,
             self._items,
+            self._queue_wait,
+            self._inference,
+            self._batch_size,
         )
 
     async def wait_idle(self) -> None:
@@ -166,6 +179,8 @@ class Batcher:
                 name: np.concatenate([p.request.inputs[name] for p in batch]) for name in names
             }
         started = self._loop.time()
+        for pending in batch:
+            self._queue_wait.observe(started - pending.enqueued)
         reply = self.send(inputs, batch[0].parameters)
         self._inflight_batches += 1
         self._inflight_requests += len(batch)
@@ -188,9 +203,12 @@ class Batcher:
             self._pump()
             return
         items = sum(p.request.items for p in batch)
+        latency = self._loop.time() - started
         self._batches += 1
         self._items += items
-        self.on_batch(items, self._loop.time() - started)
+        self._inference.observe(latency)
+        self._batch_size.observe(items)
+        self.on_batch(items, latency)
         if isinstance(message, protocol.Failure):
             error: Exception = (
                 BadRequest(message.message) if message.bad_input else ModelError(message.message)

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,6 +25,7 @@ from dlproxy.errors import BadRequest, PayloadTooLarge
 from dlproxy.gateway import Gateway
 from dlproxy.http import codecs
 from dlproxy.http.errors import OPENAI_TYPES, describe
+from dlproxy.metrics import RequestMetrics, registry_for, stats
 from dlproxy.types import InferenceRequest, ModelSpec
 
 Scope = dict[str, Any]
@@ -31,6 +33,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 JSON = b"application/json"
+REJECTIONS = {413: "too_large", 503: "overloaded", 504: "deadline"}
 _ids = itertools.count(1)
 _id_prefix = os.urandom(4).hex()
 
@@ -48,7 +51,8 @@ class InferenceApp:
         self.gateway = gateway
         self.max_body_bytes = max_body_bytes
         self.default_timeout_ms = default_timeout_ms
-        self.other = build_starlette(gateway)
+        self.metrics = RequestMetrics()
+        self.other = build_starlette(gateway, self.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -65,6 +69,7 @@ class InferenceApp:
     async def _infer(
         self, scope: Scope, receive: Receive, send: Send, *, openai: bool, model: str
     ) -> None:
+        started = time.perf_counter()
         headers = dict(scope["headers"])
         request_id = (headers.get(b"x-request-id") or b"").decode("latin-1") or _new_id()
         request: InferenceRequest | None = None
@@ -105,8 +110,17 @@ class InferenceApp:
                 (b"x-dlproxy-cache", response.cache.encode()),
             ]
             await _respond(send, 200, payload, request_id, extra)
+            self.metrics.record(
+                request.model, "openai" if openai else "kserve", 200, time.perf_counter() - started
+            )
         except Exception as exc:
             status, message, extra = describe(exc)
+            label = self._model_label(request.model if request is not None else model)
+            self.metrics.record(
+                label, "openai" if openai else "kserve", status, time.perf_counter() - started
+            )
+            if status in REJECTIONS:
+                self.metrics.reject(label, REJECTIONS[status])
             if openai:
                 payload = codecs.encode_openai_error(
                     message, OPENAI_TYPES.get(status, "error"), status
@@ -114,6 +128,10 @@ class InferenceApp:
             else:
                 payload = codecs.encode_kserve_error(message)
             await _respond(send, status, payload, request_id, extra)
+
+    def _model_label(self, model: str) -> str:
+        """Metric label for a model name: only served names, so clients cannot add series."""
+        return model if model in self.gateway.pools else "unknown"
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         length = headers.get(b"content-length")
@@ -189,7 +207,7 @@ def _metadata(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
-def build_starlette(gateway: Gateway) -> Starlette:
+def build_starlette(gateway: Gateway, metrics: RequestMetrics) -> Starlette:
     """The non-hot routes: health, metadata, model lists, admin."""
 
     def error(status: int, message: str) -> Response:
@@ -260,6 +278,14 @@ def build_starlette(gateway: Gateway) -> Starlette:
                 )
         return ORJSONResponse(rows)
 
+    registry = registry_for(gateway, metrics)
+
+    async def prometheus(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def stats_json(request: Request) -> Response:
+        return ORJSONResponse(stats(gateway, metrics))
+
     async def not_found(request: Request, exc: Exception) -> Response:
         return error(404, f"no route {request.method} {request.url.path}")
 
@@ -276,5 +302,7 @@ def build_starlette(gateway: Gateway) -> Starlette:
         Route("/v2/models/{model}/versions/{version}/ready", model_ready),
         Route("/v1/models", openai_models),
         Route("/admin/instances", admin_instances),
+        Route("/metrics", prometheus),
+        Route("/stats", stats_json),
     ]
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: method_not_allowed})

@@ -37,6 +37,7 @@ class InstancePool:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self.restarts = 0
+        self.items_by_instance: dict[str, int] = {}  # items computed by instances that have left
 
     @property
     def spec(self) -> ModelSpec | None:
@@ -84,7 +85,7 @@ class InstancePool:
         if instance is None:
             instance = self.instances[-1]
         await instance.stop(drain=True)
-        self.instances.remove(instance)
+        self._forget(instance)
 
     async def scale_to(self, count: int) -> None:
         while len(self.instances) < count:
@@ -120,12 +121,16 @@ class InstancePool:
         await asyncio.sleep(self._restart_delay)
         await instance.stop(drain=False)
         if instance in self.instances and not self._closing:
-            self.instances.remove(instance)
+            self._forget(instance)
             self.restarts += 1
             try:
                 await self.add()
             except Exception:
                 log.exception("could not restart an instance of %s", self.name)
+
+    def _forget(self, instance: LocalInstance) -> None:
+        self.instances.remove(instance)
+        self.items_by_instance[instance.id] = instance.batcher.statistics().items
 
     def _own(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)

@@ -1,4 +1,3 @@
-# ruff: noqa: E501
 """An offline corpus of real English sentences for quality checks and benchmarks.
 
 Why not random strings: tokenised lengths and embedding quality on real text are what matter for a
