@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+
 from serving import Server
 
 

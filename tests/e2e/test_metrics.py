@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
+
 from serving import Server
 
 NAMES = {
@@ -33,8 +34,8 @@ def scrape(server: Server) -> dict[str, list[tuple[dict[str, str], float, str]]]
 def value(families: dict, name: str, sample: str, **labels: str) -> float:
     return sum(
         v
-        for l, v, n in families[name]
-        if n == sample and all(l.get(k) == x for k, x in labels.items())
+        for lab, v, n in families[name]
+        if n == sample and all(lab.get(k) == x for k, x in labels.items())
     )
 
 

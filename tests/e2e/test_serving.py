@@ -155,5 +155,5 @@ def test_workers_die_with_a_killed_gateway(tmp_path: Path) -> None:
     workers = [psutil.Process(pid) for pid in server.worker_pids()]
     server.process.send_signal(signal.SIGKILL)
     server.process.wait(10)
-    gone, alive = psutil.wait_procs(workers, timeout=10)
+    _, alive = psutil.wait_procs(workers, timeout=10)
     assert not alive

@@ -73,7 +73,9 @@ class MemcachedCache(SharedCache):
                 await self._client.set(key, value, exptime)
 
         lanes = min(self._lanes, len(items))
-        await asyncio.gather(*(lane(items[i::lanes]) for i in range(lanes)))
+        async with asyncio.TaskGroup() as group:  # one lane failing stops the others
+            for i in range(lanes):
+                group.create_task(lane(items[i::lanes]))
 
     async def _remove(self, key: bytes) -> None:
         await self._client.delete(key)
