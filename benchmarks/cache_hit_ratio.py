@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--scan-share", type=float, default=0.2, help="scan length / accesses")
     parser.add_argument(
         "--scans",
-        default="none,run",
+        default=",".join(SCANS),
         help=f"comma-separated trace shapes, from {', '.join(SCANS)}",
     )
     parser.add_argument("--seed", type=int, default=1)

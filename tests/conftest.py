@@ -6,7 +6,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+import hypothesis  # noqa: F401  imported first: a late import under pytest's assertion
+import pytest  # rewriter trips CPython 3.11's "AST constructor recursion depth mismatch"
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -55,6 +55,8 @@ def build_pools(settings: Settings, context: zmq.asyncio.Context) -> list[Instan
                 max_queue_items=settings.max_queue,
                 batching=FixedBatching(settings.max_batch, settings.max_delay_ms / 1000),
                 depth=settings.pipeline_depth,
+                hang_timeout=settings.hang_timeout_s,
+                heartbeat_timeout=settings.heartbeat_timeout_s,
                 weight=next(weights, 1.0),  # type: ignore[call-overload]
             )
 
@@ -63,11 +65,39 @@ def build_pools(settings: Settings, context: zmq.asyncio.Context) -> list[Instan
 
 
 def build_cache(settings: Settings) -> TieredCache | None:
-    """The result cache the settings ask for, or None."""
-    if settings.cache == "none":
+    """The result cache the settings ask for, or None: L1 in-process (``--cache``), L2 shared
+    (``--redis`` or ``--memcached``), or both. ``--cache none`` with an L2 means L2 only."""
+    from dlproxy.caching.wire import SharedCache  # the shared levels load only when asked for
+
+    l1 = None
+    if settings.cache != "none":
+        l1 = MemoryCache(
+            settings.cache, settings.cache_size, settings.cache_bytes, settings.cache_ttl
+        )
+    if settings.redis and settings.memcached:
+        raise ValueError(
+            f"choose one shared cache level: redis '{settings.redis}' or memcached "
+            f"'{settings.memcached}', not both"
+        )
+    timeout = settings.l2_timeout_ms / 1000
+    l2: SharedCache | None = None
+    if settings.redis:
+        from dlproxy.caching.redis import RedisCache
+
+        l2 = RedisCache(settings.redis, timeout=timeout, ttl=settings.cache_ttl)
+    elif settings.memcached:
+        from dlproxy.caching.memcached import MemcachedCache
+
+        l2 = MemcachedCache(settings.memcached, timeout=timeout, ttl=settings.cache_ttl)
+    if l1 is None and l2 is None:
         return None
-    l1 = MemoryCache(settings.cache, settings.cache_size, settings.cache_bytes, settings.cache_ttl)
-    return TieredCache(l1)
+    return TieredCache(
+        l1,
+        l2,
+        settings.write_policy,
+        max_dirty=settings.write_back_max_entries,
+        flush_interval=settings.write_back_interval_ms / 1000,
+    )
 
 
 async def start_pools(pools: list[InstancePool], instances: int) -> None:

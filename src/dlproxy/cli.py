@@ -34,11 +34,25 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queue", type=int, help="items that may wait per instance")
     parser.add_argument("--max-items", type=int, help="most items in one request")
     parser.add_argument("--max-body-bytes", type=int)
-    parser.add_argument("--request-timeout-ms", type=float)
+    parser.add_argument("--request-timeout-ms", type=float, help="default deadline per request")
+    parser.add_argument("--hang-timeout-s", type=float, help="kill a worker holding a batch this long")
+    parser.add_argument("--heartbeat-timeout-s", type=float, help="kill a worker silent this long")
     parser.add_argument("--cache", help="result cache: none, lru, lfu, fifo, two_level, tinylfu")
     parser.add_argument("--cache-size", type=int, help="most cached items")
     parser.add_argument("--cache-bytes", type=int, help="most cached bytes")
     parser.add_argument("--cache-ttl", type=float, help="seconds a cached result stays valid")
+    parser.add_argument("--redis", metavar="URL", help="shared cache level (L2) on Redis")
+    parser.add_argument(
+        "--memcached", metavar="HOST:PORT", help="shared cache level (L2) on memcached"
+    )
+    parser.add_argument(
+        "--write-policy",
+        choices=["through", "back", "combining"],
+        help="how stores reach the shared level (default through)",
+    )
+    parser.add_argument(
+        "--l2-timeout-ms", type=float, help="longest a shared-level call may take (default 50)"
+    )
     parser.add_argument(
         "--no-coalesce",
         dest="coalesce",

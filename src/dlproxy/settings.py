@@ -10,7 +10,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,8 +64,26 @@ class Settings(BaseSettings):
     """Most bytes of results in the in-process cache."""
     cache_ttl: float | None = None
     """Seconds a cached result stays valid (none: until evicted)."""
+    redis: str | None = None
+    """Redis URL (``redis://host:port/db``) of the shared cache level (L2), if any."""
+    memcached: str | None = None
+    """``HOST:PORT`` of a memcached server as the shared cache level (L2), if any (not with redis)."""
+    write_policy: Literal["through", "back", "combining"] = "through"
+    """How stores reach L2: ``through`` (awaited before answering), ``back`` (buffered, flushed in
+    the background and at shutdown), ``combining`` (awaited, gathered over 2 ms into one batch)."""
+    l2_timeout_ms: float = 50.0
+    """Longest an L2 lookup or store may take before it counts as a miss (and L2 is skipped for a
+    growing back-off): a slow or dead cache server must not slow requests down."""
+    write_back_interval_ms: float = 100.0
+    """How often write-back flushes its dirty entries to L2 (sooner once 256 are waiting)."""
+    write_back_max_entries: int = 10_000
+    """Most dirty write-back entries waiting for L2; beyond that a store waits for a flush."""
     coalesce: bool = True
     """Compute identical items in flight at the same time once."""
+    hang_timeout_s: float = 30.0
+    """A worker holding one batch longer than this is killed and its requests retried elsewhere."""
+    heartbeat_timeout_s: float = 5.0
+    """A worker silent (no reply, no heartbeat) this long is killed and replaced."""
     log_level: str = "info"
     """Logging level."""
 

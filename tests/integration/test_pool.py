@@ -76,3 +76,27 @@ async def test_instances_are_added_and_drained_without_losing_requests() -> None
     finally:
         await gateway.close()
         context.term()
+
+
+async def test_a_hung_worker_is_killed_and_its_requests_fail_over() -> None:
+    context = zmq.asyncio.Context()
+    settings = Settings(models=["echo"], instances=2, threads=1, hang_timeout_s=1.0)
+    pools = build_pools(settings, context)
+    await start_pools(pools, 2)
+    gateway = Gateway(pools, Limits())
+    pool = pools[0]
+    try:
+        hung = pool.instances[0]
+        assert hung.pid is not None
+        os.kill(hung.pid, signal.SIGSTOP)  # the process stops answering, heartbeats included
+        responses = await asyncio.gather(*(gateway.infer(request(i)) for i in range(20)))
+        assert [r.outputs["text"][0] for r in responses] == [f"item {i}".encode() for i in range(20)]
+        for _ in range(200):
+            if hung not in pool.instances and len(pool.instances) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert hung not in pool.instances
+        assert hung.hung == 1
+    finally:
+        await gateway.close()
+        context.term()

@@ -60,9 +60,7 @@ class Breaker:
     ``longest`` seconds, with no reconnect logic of our own (the client libraries reconnect).
     """
 
-    def __init__(
-        self, first: float = 0.5, longest: float = 5.0, clock: Clock = _MONOTONIC
-    ) -> None:
+    def __init__(self, first: float = 0.5, longest: float = 5.0, clock: Clock = _MONOTONIC) -> None:
         if not 0 < first <= longest:
             raise ValueError(f"need 0 < first <= longest (got first={first}, longest={longest})")
         self._first = first
@@ -187,7 +185,7 @@ class SharedCache:
             await self._failed("lookup", exc)
             self._misses += len(keys)
             return found
-        self._breaker.succeeded()
+        self._succeeded()
         rows: dict[bytes, Row | None] = {}
         for key, value in zip(unique, values, strict=True):
             row = None if value is None else decode_row(value)
@@ -206,11 +204,12 @@ class SharedCache:
         self,
         entries: Sequence[tuple[bytes, Row]],
         *,
-        timeout: float | None = None,
+        time_limit: float | None = None,
         force: bool = False,
     ) -> bool:
-        """Store the entries in one pipelined round trip; False if they were not stored (the
-        server failed, or the breaker is open and ``force`` is not set: a final flush sets it)."""
+        """Store the entries in one pipelined round trip, within ``time_limit`` seconds (default:
+        the level's timeout). False if they were not stored: the server failed, or the breaker
+        is open and ``force`` is not set (a final flush sets it)."""
         if not entries:
             return True
         if not force and not self._breaker.allows():
@@ -218,12 +217,12 @@ class SharedCache:
             return False
         items = [(self._server_key(key), encode_row(row)) for key, row in entries]
         try:
-            async with asyncio.timeout(timeout or self.timeout):
+            async with asyncio.timeout(time_limit or self.timeout):
                 await self._store(items)
         except Exception as exc:
             await self._failed("store", exc)
             return False
-        self._breaker.succeeded()
+        self._succeeded()
         self._writes += len(items)
         self._write_batches += 1
         return True
@@ -245,7 +244,7 @@ class SharedCache:
         except Exception as exc:
             await self._failed("delete", exc)
         else:
-            self._breaker.succeeded()
+            self._succeeded()
 
     def statistics(self) -> SharedStatistics:
         return SharedStatistics(
@@ -265,6 +264,11 @@ class SharedCache:
             await self._disconnect()
         except Exception as exc:
             log.warning("closing the %s cache failed: %r", self.name, exc)
+
+    def _succeeded(self) -> None:
+        if not self._breaker.closed:
+            log.info("%s cache answers again", self.name)
+        self._breaker.succeeded()
 
     async def _failed(self, what: str, exc: Exception) -> None:
         self._errors += 1

@@ -33,6 +33,7 @@ class WorkerChannel:
         self._reader: asyncio.Task[None] | None = None
         self.ready: asyncio.Future[protocol.Ready] = asyncio.get_running_loop().create_future()
         self.last_heard = time.monotonic()
+        self._sent_at: dict[int, float] = {}
         self.load = protocol.Load()
         self.on_load: Callable[[protocol.Load], None] = lambda load: None
 
@@ -48,23 +49,32 @@ class WorkerChannel:
             asyncio.get_running_loop().create_future()
         )
         self._pending[batch_id] = future
+        self._sent_at[batch_id] = time.monotonic()
         wire = {name: protocol.to_wire(array) for name, array in inputs.items()}
         try:
-            self._socket.send(
+            _send_now(
+                self._socket,
                 protocol.encode(protocol.Batch(batch_id, wire, parameters)),
                 flags=zmq.NOBLOCK,
                 copy=False,
             )
         except zmq.ZMQError as exc:
             del self._pending[batch_id]
+            del self._sent_at[batch_id]
             future.set_exception(InstanceFailed(f"could not send to the worker: {exc}"))
         return future
 
     def send_stop(self) -> None:
         try:
-            self._socket.send(protocol.encode(protocol.Stop()), flags=zmq.NOBLOCK)
+            _send_now(self._socket, protocol.encode(protocol.Stop()), flags=zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
+
+    def oldest_pending_age(self) -> float:
+        """Seconds the oldest unanswered batch has been with the worker (0 when none)."""
+        for sent in self._sent_at.values():  # insertion order: the first is the oldest
+            return time.monotonic() - sent
+        return 0.0
 
     @property
     def pending(self) -> int:
@@ -73,6 +83,7 @@ class WorkerChannel:
     def fail_all(self, reason: str) -> None:
         """Fail every batch the worker holds (it died or hung); they will be retried elsewhere."""
         pending, self._pending = self._pending, {}
+        self._sent_at.clear()
         for future in pending.values():
             if not future.done():
                 future.set_exception(InstanceFailed(reason))
@@ -96,6 +107,7 @@ class WorkerChannel:
                 case protocol.Result(id=batch_id) | protocol.Failure(id=batch_id):
                     self.load = message.load
                     self.on_load(message.load)
+                    self._sent_at.pop(batch_id, None)
                     future = self._pending.pop(batch_id, None)
                     if future is not None and not future.done():
                         future.set_result(message)  # type: ignore[arg-type]
@@ -104,3 +116,8 @@ class WorkerChannel:
                 case protocol.Ready():
                     if not self.ready.done():
                         self.ready.set_result(message)
+
+
+# The plain (synchronous) send of the asyncio socket: with NOBLOCK it never waits, raises at once
+# when the worker cannot take the message, and costs no Future per message.
+_send_now = zmq.Socket.send

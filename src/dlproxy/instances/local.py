@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,8 @@ class LocalInstance:
         weight: float = 1.0,
         name: str | None = None,
         start_timeout: float = 300.0,
+        hang_timeout: float = 30.0,
+        heartbeat_timeout: float = 5.0,
     ) -> None:
         number = next(_numbers)
         self.id = name or f"w{number}"
@@ -50,10 +53,14 @@ class LocalInstance:
         self.threads = threads
         self.weight = weight
         self.state = "starting"
+        self.hung = 0
         self.pid: int | None = None
         self.spec: ModelSpec | None = None
         self.latency_ewma = 0.0
         self.start_timeout = start_timeout
+        self.hang_timeout = hang_timeout
+        self.heartbeat_timeout = heartbeat_timeout
+        self._watchdog: asyncio.Task[None] | None = None
         self._context = context
         self._endpoint = f"ipc://{tempfile.gettempdir()}/dlproxy-{os.getpid()}-{number}.sock"
         self._process: asyncio.subprocess.Process | None = None
@@ -126,6 +133,7 @@ class LocalInstance:
         self.spec = ready.spec
         self.state = "ready"
         self._watch = asyncio.create_task(self._watch_process(), name=f"watch {self.id}")
+        self._watchdog = asyncio.create_task(self._watch_liveness(), name=f"watchdog {self.id}")
         log.info("instance %s ready (pid %s, model %s)", self.id, self.pid, self.reference)
 
     async def _watch_process(self) -> None:
@@ -140,6 +148,21 @@ class LocalInstance:
         orphans = self.batcher.drain_queue()
         self._channel.fail_all(f"instance {self.id} died (exit code {code})")
         self.on_failure(self, orphans)
+
+    async def _watch_liveness(self) -> None:
+        """Kill a worker that holds a batch too long or stops sending heartbeats; its exit then
+        fails over what it held, as for a crash."""
+        assert self._channel is not None
+        while self._process is not None and self._process.returncode is None:
+            await asyncio.sleep(min(1.0, self.heartbeat_timeout / 2))
+            silent = time.monotonic() - self._channel.last_heard
+            busy = self._channel.oldest_pending_age()
+            if busy > self.hang_timeout or silent > self.heartbeat_timeout:
+                reason = f"held a batch for {busy:.1f} s" if busy > self.hang_timeout else f"silent for {silent:.1f} s"
+                log.warning("instance %s (pid %s) %s: killing it", self.id, self.pid, reason)
+                self.hung += 1
+                await self._kill()
+                return
 
     async def stop(self, drain: bool = True, drain_seconds: float = 30.0) -> None:
         """Stop taking requests, finish what is held (when ``drain``), then end the process."""
@@ -160,8 +183,9 @@ class LocalInstance:
                 await self._kill()
         if self._channel is not None:
             await self._channel.close()
-        if self._watch is not None:
-            self._watch.cancel()
+        for task in (self._watch, self._watchdog):
+            if task is not None:
+                task.cancel()
         self.state = "stopped"
 
     async def _kill(self) -> None:
