@@ -15,7 +15,7 @@ import orjson
 import pytest
 import redis
 
-from servers import RedisServer, redis_server
+from servers import RedisServer, memcached_server, redis_server
 from serving import Server
 
 
@@ -72,6 +72,23 @@ def test_an_item_computed_by_one_gateway_is_an_l2_hit_on_the_other(
     finally:
         assert a.stop() == 0
         assert b.stop() == 0
+
+
+def test_memcached_alone_is_the_cache_with_cache_none(tmp_path: Path) -> None:
+    with memcached_server() as memcached:
+        server = Server(
+            "--model", "echo", "--instances", "1", "--threads", "1", "--cache", "none",
+            "--memcached", memcached.address, "--write-policy", "combining",
+            log=tmp_path / "gateway.log",
+        ).wait_ready()  # fmt: skip
+        try:
+            assert infer(server, ["in memcached"]).headers["x-dlproxy-cache"] == "miss"
+            again = infer(server, ["in memcached"])
+            assert again.headers["x-dlproxy-cache"] == "l2"  # no L1: every hit is from L2
+            assert again.json()["outputs"][0]["data"] == ["in memcached"]
+            assert items_computed(server) == 1
+        finally:
+            assert server.stop() == 0
 
 
 async def _load(url: str, texts: list[str], seconds: float, clients: int) -> Counter[int]:
