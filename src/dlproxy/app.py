@@ -55,6 +55,9 @@ def build_pools(settings: Settings, context: zmq.asyncio.Context) -> list[Instan
                 max_queue_items=settings.max_queue,
                 batching=FixedBatching(settings.max_batch, settings.max_delay_ms / 1000),
                 depth=settings.pipeline_depth,
+                max_queue_wait=(
+                    settings.max_queue_wait_ms / 1000 if settings.max_queue_wait_ms else None
+                ),
                 hang_timeout=settings.hang_timeout_s,
                 heartbeat_timeout=settings.heartbeat_timeout_s,
                 weight=next(weights, 1.0),  # type: ignore[call-overload]

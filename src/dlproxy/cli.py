@@ -32,10 +32,15 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-delay-ms", type=float)
     parser.add_argument("--pipeline-depth", type=int)
     parser.add_argument("--max-queue", type=int, help="items that may wait per instance")
+    parser.add_argument(
+        "--max-queue-wait-ms", type=float, help="refuse when the queue wait would exceed this"
+    )
     parser.add_argument("--max-items", type=int, help="most items in one request")
     parser.add_argument("--max-body-bytes", type=int)
     parser.add_argument("--request-timeout-ms", type=float, help="default deadline per request")
-    parser.add_argument("--hang-timeout-s", type=float, help="kill a worker holding a batch this long")
+    parser.add_argument(
+        "--hang-timeout-s", type=float, help="kill a worker holding a batch this long"
+    )
     parser.add_argument("--heartbeat-timeout-s", type=float, help="kill a worker silent this long")
     parser.add_argument("--cache", help="result cache: none, lru, lfu, fifo, two_level, tinylfu")
     parser.add_argument("--cache-size", type=int, help="most cached items")

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     """Batches a worker may hold at once: 2 keeps it busy during the gateway round trip."""
     max_queue: int = 512
     """Items that may wait per instance; beyond that requests get 503 + Retry-After at once."""
+    max_queue_wait_ms: float | None = None
+    """Admission control: refuse (503) a request whose estimated queue wait is longer than this."""
     max_items: int = 256
     """Most items (rows) in one request."""
     max_text_bytes: int = 65536

@@ -60,6 +60,8 @@ class Batcher:
     policy: FixedBatching = field(default_factory=FixedBatching)
     depth: int = 2
     on_batch: Callable[[int, float], None] = lambda size, latency: None
+    max_queue_wait: float | None = None
+    """Admission control: refuse a request whose estimated wait in the queue is longer (s)."""
 
     def __post_init__(self) -> None:
         if self.max_queue_items < 1:
@@ -75,6 +77,7 @@ class Batcher:
         self._queue_wait = Histogram(LATENCY_BUCKETS)
         self._inference = Histogram(LATENCY_BUCKETS)
         self._batch_size = Histogram(SIZE_BUCKETS)
+        self._seconds_per_item = 0.0  # EWMA of batch latency / items: the queue-wait estimate
         self._idle = asyncio.Event()
         self._idle.set()
         self.open = True
@@ -88,6 +91,13 @@ class Batcher:
         items = request.items
         if self._queued_items + items > self.max_queue_items and self._queue:
             raise Overloaded(f"the instance queue is full ({self._queued_items} items waiting)")
+        if self.max_queue_wait is not None and self._queue:
+            wait = (self._queued_items + items) * self._seconds_per_item
+            if wait > self.max_queue_wait:
+                raise Overloaded(
+                    f"the instance is overloaded (estimated queue wait {wait * 1000:.0f} ms)",
+                    retry_after=wait,
+                )
         future: asyncio.Future[Outputs] = self._loop.create_future()
         self._queue.append(Pending(request, parameters, future, self._loop.time()))
         self._queued_items += items
@@ -208,6 +218,10 @@ class Batcher:
         self._items += items
         self._inference.observe(latency)
         self._batch_size.observe(items)
+        per_item = latency / items
+        self._seconds_per_item = (
+            per_item if self._batches == 1 else 0.9 * self._seconds_per_item + 0.1 * per_item
+        )
         self.on_batch(items, latency)
         if isinstance(message, protocol.Failure):
             error: Exception = (

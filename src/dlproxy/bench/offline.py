@@ -77,6 +77,8 @@ def measure_offline(
     model = create_model(reference, threads=threads)
     model.load()
     load_seconds = time.perf_counter() - started
+    limit = model.spec.max_batch_size
+    batch_sizes = [s for s in batch_sizes if s <= limit] or [limit]  # larger would be refused
 
     throughput: dict[int, float] = {}
     counts: dict[int, int] = {}

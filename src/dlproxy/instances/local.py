@@ -46,6 +46,7 @@ class LocalInstance:
         start_timeout: float = 300.0,
         hang_timeout: float = 30.0,
         heartbeat_timeout: float = 5.0,
+        max_queue_wait: float | None = None,
     ) -> None:
         number = next(_numbers)
         self.id = name or f"w{number}"
@@ -68,7 +69,9 @@ class LocalInstance:
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
         self.on_failure: Callable[[LocalInstance, list[Any]], None] = lambda instance, orphans: None
-        self.batcher = Batcher(self._send, max_queue_items, batching, depth, self._observe)
+        self.batcher = Batcher(
+            self._send, max_queue_items, batching, depth, self._observe, max_queue_wait
+        )
 
     def _send(self, inputs: Any, parameters: Any) -> Any:
         assert self._channel is not None

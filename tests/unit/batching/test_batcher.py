@@ -152,3 +152,19 @@ async def test_requests_with_different_parameters_are_not_batched_together() -> 
     await asyncio.sleep(0)
     assert worker.sizes() == [1, 1]
     assert worker.sent[1][1] == {"delay_ms": 5}
+
+
+async def test_admission_refuses_when_the_estimated_wait_is_too_long() -> None:
+    worker = HandWorker()
+    b = Batcher(worker, 1000, FixedBatching(4, 0.002), 1)
+    first = b.submit(request(1), {})
+    await asyncio.sleep(0.01)
+    worker.answer(0)
+    await first
+    per_item = b.statistics().inference.sum  # one batch of one item so far
+    b.max_queue_wait = 2.5 * per_item
+    b.submit(request(2), {})  # sent at once: the instance is idle
+    b.submit(request(3), {})  # queued: 1 x per_item
+    b.submit(request(4), {})  # 2 x per_item
+    with pytest.raises(Overloaded, match="estimated queue wait"):
+        b.submit(request(5), {})  # 3 x per_item > 2.5 x

@@ -7,22 +7,25 @@ is ``fp32`` after ONNX Runtime's dynamic quantization with per-channel QInt8 wei
 runs here, in the worker, with the package's ``tokenizer.json`` (truncated to 256 tokens, the
 model's ``max_seq_length``; padded to the longest text of the batch).
 
-Why ``int8`` is the default (measured on the 2-core development machine, corpus sentences,
-tokenizer included, ``dlproxy.bench.offline``; items/s, VM noise about +-10 %):
+Why ``int8`` is the default. Measured on the 2-core development machine with
+``dlproxy.bench.offline`` (predict on the 350 corpus sentences, decoding and tokenizing included;
+best of 3 runs of 1.5 s per batch size, runs disturbed by other processes discarded; items/s):
 
-    variant  threads  batch 1  batch 32  batch-1 p50   cosine to fp32 (mean / min)
-    fp32     1          158      182       6.1 ms       1 (1.000000 min to sentence-transformers)
-    fp32     2          268      337       3.6 ms
-    int8     1          375      431       2.6 ms       0.9937 / 0.9872
-    int8     2          480      744       2.0 ms
-    torch    1           97      130       10.3 ms      1.000000 / 1.000000
-    torch    2          148      226       6.6 ms
+    variant  threads  batch 1  batch 32  batch-1 p50   cosine (mean / min, 350 sentences)
+    fp32     1          157      183      6.4 ms       1.00000 / 1.00000 to sentence-transformers
+    fp32     2          269      354      3.7 ms
+    int8     1          349      427      2.9 ms       0.9937 / 0.9872 to fp32
+    int8     2          531      694      1.9 ms
+    torch    1           79      175     12.7 ms       1.00000 / 1.00000 to fp32
+    torch    2          101      304      9.8 ms
 
-``int8`` per-channel is 2.2-2.4x faster than ``fp32`` at both batch sizes and keeps the quality
-(mean cosine >= 0.99, min >= 0.97); per-tensor int8 would be as fast but loses quality (mean 0.966,
-min 0.908 on the same sentences), which is why per-channel is used. ``torch`` is the slowest and is
-kept as the reference that needs no export. Export (weights -> ONNX, once per cache directory):
-about 7 s for ``fp32``, plus about 2 s to quantize ``int8``.
+``int8`` (per-channel) is 2.0-2.3x faster than ``fp32`` at both batch sizes and thread counts,
+with half the batch-1 latency, and keeps the quality (mean cosine >= 0.99, min >= 0.97).
+Per-tensor int8 is not reliably faster and loses quality (mean 0.966, min 0.908 on the same
+sentences), hence per-channel. ``torch`` is the slowest, worst at batch 1 (per-call overhead),
+and needs no export. The full int8 sweep at 2 threads peaks around batch 8-32 (~630-690/s).
+Export, once per cache directory: ~12 s for ``fp32`` in a fresh process (torch import and
+tracing; ~6 s once torch is loaded), then ~2 s to quantize ``int8``.
 """
 
 from __future__ import annotations
