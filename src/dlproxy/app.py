@@ -15,6 +15,7 @@ from dlproxy.batching.policy import FixedBatching
 from dlproxy.caching.base import MemoryCache
 from dlproxy.caching.tiered import TieredCache
 from dlproxy.gateway import Gateway, Limits
+from dlproxy.http.ratelimit import RateLimiter
 from dlproxy.http.routes import InferenceApp
 from dlproxy.instances.local import LocalInstance
 from dlproxy.instances.pool import InstancePool
@@ -119,7 +120,12 @@ async def serve(settings: Settings) -> None:
         build_cache(settings),
         settings.coalesce,
     )
-    app = InferenceApp(gateway, settings.max_body_bytes, settings.request_timeout_ms)
+    limiter = (
+        RateLimiter(settings.rate_limit, settings.rate_burst or max(1.0, settings.rate_limit))
+        if settings.rate_limit
+        else None
+    )
+    app = InferenceApp(gateway, settings.max_body_bytes, settings.request_timeout_ms, limiter)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -35,6 +35,8 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-queue-wait-ms", type=float, help="refuse when the queue wait would exceed this"
     )
+    parser.add_argument("--rate-limit", type=float, help="requests/s per client (429 beyond)")
+    parser.add_argument("--rate-burst", type=float, help="requests a client may send at once")
     parser.add_argument("--max-items", type=int, help="most items in one request")
     parser.add_argument("--max-body-bytes", type=int)
     parser.add_argument("--request-timeout-ms", type=float, help="default deadline per request")

@@ -27,6 +27,10 @@ class Overloaded(DlproxyError):
         self.retry_after = retry_after
 
 
+class RateLimited(Overloaded):
+    """This client sent more than its rate limit allows; try again after ``retry_after`` s."""
+
+
 class DeadlineExceeded(DlproxyError):
     """The request's deadline passed before an answer was ready."""
 

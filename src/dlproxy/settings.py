@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     """Items that may wait per instance; beyond that requests get 503 + Retry-After at once."""
     max_queue_wait_ms: float | None = None
     """Admission control: refuse (503) a request whose estimated queue wait is longer than this."""
+    rate_limit: float | None = None
+    """Requests per second allowed per client (API key, else address); beyond it 429."""
+    rate_burst: float | None = None
+    """Requests a client may send at once before the rate applies (default: one second's worth)."""
     max_items: int = 256
     """Most items (rows) in one request."""
     max_text_bytes: int = 65536

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+
 from serving import Server
 
 
@@ -76,5 +77,31 @@ def test_queued_requests_past_their_deadline_never_reach_the_model(tmp_path: Pat
         assert [r.status_code for r in doomed] == [504] * 5
         time.sleep(0.3)
         assert items_computed(server) - before == 1
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_client_over_its_rate_limit_gets_429_with_retry_after(tmp_path: Path) -> None:
+    server = Server(
+        "--model",
+        "echo",
+        "--instances",
+        "1",
+        "--rate-limit",
+        "5",
+        "--rate-burst",
+        "5",
+        log=tmp_path / "log",
+    ).wait_ready()
+    try:
+        with httpx.Client() as client:
+            codes = [
+                client.post(f"{server.url}/v2/models/echo/infer", content=body(f"r{i}"))
+                for i in range(12)
+            ]
+        limited = [r for r in codes if r.status_code == 429]
+        assert [r.status_code for r in codes][:5] == [200] * 5
+        assert limited and all(int(r.headers["retry-after"]) >= 1 for r in limited)
+        assert "rate limit" in limited[0].json()["error"]
     finally:
         assert server.stop() == 0

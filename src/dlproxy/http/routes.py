@@ -25,6 +25,7 @@ from dlproxy.errors import BadRequest, PayloadTooLarge
 from dlproxy.gateway import Gateway
 from dlproxy.http import codecs
 from dlproxy.http.errors import OPENAI_TYPES, describe
+from dlproxy.http.ratelimit import RateLimiter
 from dlproxy.metrics import RequestMetrics, registry_for, stats
 from dlproxy.types import InferenceRequest, ModelSpec
 
@@ -33,7 +34,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 JSON = b"application/json"
-REJECTIONS = {413: "too_large", 503: "overloaded", 504: "deadline"}
+REJECTIONS = {413: "too_large", 429: "rate_limited", 503: "overloaded", 504: "deadline"}
 _ids = itertools.count(1)
 _id_prefix = os.urandom(4).hex()
 
@@ -46,12 +47,17 @@ class InferenceApp:
     """The ASGI application: inference routes by hand, everything else through Starlette."""
 
     def __init__(
-        self, gateway: Gateway, max_body_bytes: int, default_timeout_ms: float | None = None
+        self,
+        gateway: Gateway,
+        max_body_bytes: int,
+        default_timeout_ms: float | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.gateway = gateway
         self.max_body_bytes = max_body_bytes
         self.default_timeout_ms = default_timeout_ms
         self.metrics = RequestMetrics()
+        self.limiter = limiter
         self.other = build_starlette(gateway, self.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -74,6 +80,11 @@ class InferenceApp:
         request_id = (headers.get(b"x-request-id") or b"").decode("latin-1") or _new_id()
         request: InferenceRequest | None = None
         try:
+            if self.limiter is not None:
+                client = scope.get("client") or ("", 0)
+                self.limiter.check(
+                    (headers.get(b"authorization") or b"").decode("latin-1") or client[0]
+                )
             body = await self._read_body(headers, receive)
             if openai:
                 request = codecs.decode_openai_embeddings(body)
