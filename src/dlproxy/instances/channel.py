@@ -51,24 +51,28 @@ class WorkerChannel:
         self._pending[batch_id] = future
         self._sent_at[batch_id] = time.monotonic()
         wire = {name: protocol.to_wire(array) for name, array in inputs.items()}
-        try:
-            _send_now(
-                self._socket,
-                protocol.encode(protocol.Batch(batch_id, wire, parameters)),
-                flags=zmq.NOBLOCK,
-                copy=False,
-            )
-        except zmq.ZMQError as exc:
-            del self._pending[batch_id]
-            del self._sent_at[batch_id]
-            future.set_exception(InstanceFailed(f"could not send to the worker: {exc}"))
+        sent = self._socket.send(
+            protocol.encode(protocol.Batch(batch_id, wire, parameters)),
+            flags=zmq.NOBLOCK,
+            copy=False,
+        )
+        sent.add_done_callback(lambda done: self._check_sent(batch_id, done))
         return future
 
+    def _check_sent(self, batch_id: int, sent: asyncio.Future[Any]) -> None:
+        """A batch the worker could not take (it is gone) fails at once, to be retried."""
+        if sent.cancelled() or sent.exception() is None:
+            return
+        self._sent_at.pop(batch_id, None)
+        future = self._pending.pop(batch_id, None)
+        if future is not None and not future.done():
+            future.set_exception(
+                InstanceFailed(f"could not send to the worker: {sent.exception()}")
+            )
+
     def send_stop(self) -> None:
-        try:
-            _send_now(self._socket, protocol.encode(protocol.Stop()), flags=zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
+        sent = self._socket.send(protocol.encode(protocol.Stop()), flags=zmq.NOBLOCK)
+        sent.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     def oldest_pending_age(self) -> float:
         """Seconds the oldest unanswered batch has been with the worker (0 when none)."""
@@ -116,8 +120,3 @@ class WorkerChannel:
                 case protocol.Ready():
                     if not self.ready.done():
                         self.ready.set_result(message)
-
-
-# The plain (synchronous) send of the asyncio socket: with NOBLOCK it never waits, raises at once
-# when the worker cannot take the message, and costs no Future per message.
-_send_now = zmq.Socket.send

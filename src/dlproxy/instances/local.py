@@ -160,8 +160,13 @@ class LocalInstance:
             await asyncio.sleep(min(1.0, self.heartbeat_timeout / 2))
             silent = time.monotonic() - self._channel.last_heard
             busy = self._channel.oldest_pending_age()
-            if busy > self.hang_timeout or silent > self.heartbeat_timeout:
-                reason = f"held a batch for {busy:.1f} s" if busy > self.hang_timeout else f"silent for {silent:.1f} s"
+            # Computing, a worker sends nothing: then only the age of its oldest batch counts.
+            if busy > self.hang_timeout or (busy == 0.0 and silent > self.heartbeat_timeout):
+                reason = (
+                    f"held a batch for {busy:.1f} s"
+                    if busy > self.hang_timeout
+                    else f"silent for {silent:.1f} s"
+                )
                 log.warning("instance %s (pid %s) %s: killing it", self.id, self.pid, reason)
                 self.hung += 1
                 await self._kill()

@@ -1,8 +1,9 @@
 """Worker process entry: connect, load the model, then recv batch -> predict -> reply, forever.
 
 A model error on one batch is answered as a ``Failure`` and the worker lives on; only the gateway
-decides when a worker stops (``Stop``) or is killed. A heartbeat thread tells the gateway the
-process is alive even while a long batch runs.
+decides when a worker stops (``Stop``) or is killed. One thread owns the socket (zmq sockets are
+not thread-safe): while idle it sends a heartbeat every ``heartbeat_s``; while it computes, the
+gateway judges it by how long it has held the batch instead.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import ctypes
 import ctypes.util
 import os
 import signal
-import threading
 import time
 
 import psutil
@@ -61,26 +61,22 @@ def serve(endpoint: str, reference: str, threads: int, heartbeat_s: float) -> No
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 2000)
     socket.connect(endpoint)
-    send_lock = threading.Lock()
 
     def send(message: protocol.FromWorker) -> None:
-        data = protocol.encode(message)
-        with send_lock:
-            socket.send(data, copy=False)
+        socket.send(protocol.encode(message), copy=False)
 
     model = create_model(reference, threads=threads)
     model.load()
     meter = LoadMeter()
     send(protocol.Ready(pid=os.getpid(), spec=model.spec))
 
-    stopping = threading.Event()
-
-    def beat() -> None:
-        while not stopping.wait(heartbeat_s):
-            send(protocol.Heartbeat(load=meter.load))
-
-    threading.Thread(target=beat, name="heartbeat", daemon=True).start()
+    poller = zmq.Poller()
+    poller.register(socket, zmq.POLLIN)
+    heartbeat_ms = int(heartbeat_s * 1000)
     while True:
+        if not poller.poll(heartbeat_ms):  # idle: tell the gateway we are alive
+            send(protocol.Heartbeat(load=meter.load))
+            continue
         message = protocol.decode_to_worker(socket.recv(copy=False).buffer)
         if isinstance(message, protocol.Stop):
             break
@@ -98,7 +94,6 @@ def serve(endpoint: str, reference: str, threads: int, heartbeat_s: float) -> No
             send(protocol.Failure(message.id, f"{type(exc).__name__}: {exc}", False, load))
             continue
         send(protocol.Result(message.id, wire, meter.update(time.perf_counter() - started)))
-    stopping.set()
     socket.close()
     context.term()
 
