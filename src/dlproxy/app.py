@@ -133,6 +133,7 @@ async def serve(settings: Settings) -> None:
         loop="none",
         http="httptools",
         lifespan="off",
+        proxy_headers=False,
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=30,
