@@ -45,3 +45,7 @@ class ModelError(DlproxyError):
 
 class Unauthorized(DlproxyError):
     """Missing or wrong credentials."""
+
+
+class Forbidden(DlproxyError):
+    """The credentials are valid but do not allow this route (an API key on an admin route)."""

@@ -210,6 +210,8 @@ def stats(gateway: Gateway, requests: RequestMetrics) -> dict[str, Any]:
             "inflight": sum(x.inflight_requests for x in s),
             "instances": Counter(i.state for i in pool.instances),
             "items": sum(x.items for x in s) + sum(pool.items_by_instance.values()),
+            "latency_histogram": {"bounds": list(total.bounds), "counts": list(total.counts)},
+            "batch_size_histogram": {"bounds": list(batch.bounds), "counts": list(batch.counts)},
         }
     return {
         "models": models,

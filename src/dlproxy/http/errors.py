@@ -11,6 +11,7 @@ log = logging.getLogger("dlproxy.http")
 STATUS: dict[type[Exception], int] = {
     errors.BadRequest: 400,
     errors.Unauthorized: 401,
+    errors.Forbidden: 403,
     errors.ModelNotFound: 404,
     errors.PayloadTooLarge: 413,
     errors.ModelError: 500,
@@ -23,6 +24,7 @@ STATUS: dict[type[Exception], int] = {
 OPENAI_TYPES: dict[int, str] = {
     400: "invalid_request_error",
     401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
@@ -41,6 +43,8 @@ def describe(exc: BaseException) -> tuple[int, str, list[tuple[bytes, bytes]]]:
             if isinstance(exc, errors.Overloaded | errors.InstanceFailed):
                 retry_after = getattr(exc, "retry_after", 1.0)
                 headers.append((b"retry-after", str(max(1, round(retry_after))).encode()))
+            elif isinstance(exc, errors.Unauthorized):
+                headers.append((b"www-authenticate", b'Bearer realm="dlproxy"'))
             return status, str(exc), headers
     log.error("unexpected error while serving a request", exc_info=exc)
     return 500, "internal error (a bug in dlproxy; see the server log)", []
