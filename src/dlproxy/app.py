@@ -125,7 +125,9 @@ async def serve(settings: Settings) -> None:
         if settings.rate_limit
         else None
     )
-    app = InferenceApp(gateway, settings.max_body_bytes, settings.request_timeout_ms, limiter)
+    app = InferenceApp(
+        gateway, settings.max_body_bytes, settings.request_timeout_ms, limiter, settings.access_log
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+from dlproxy.logging import configure as configure_logging
 from dlproxy.settings import Settings, load_config_file
 
 
@@ -70,6 +70,8 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
     parser.add_argument("--log-level")
+    parser.add_argument("--log-format", choices=["text", "json"])
+    parser.add_argument("--access-log", action="store_true", default=None, help="log every request")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -87,9 +89,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def _run_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     try:
         import uvloop
 

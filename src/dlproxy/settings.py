@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     """A worker holding one batch longer than this is killed and its requests retried elsewhere."""
     heartbeat_timeout_s: float = 5.0
     """A worker silent (no reply, no heartbeat) this long is killed and replaced."""
+    log_format: str = "text"
+    """Log lines as ``text`` or ``json`` (one object per line)."""
+    access_log: bool = False
+    """Log one line per inference request, with its request id, status and duration."""
     log_level: str = "info"
     """Logging level."""
 

@@ -26,6 +26,7 @@ from dlproxy.gateway import Gateway
 from dlproxy.http import codecs
 from dlproxy.http.errors import OPENAI_TYPES, describe
 from dlproxy.http.ratelimit import RateLimiter
+from dlproxy.logging import access
 from dlproxy.metrics import RequestMetrics, registry_for, stats
 from dlproxy.types import InferenceRequest, ModelSpec
 
@@ -52,12 +53,14 @@ class InferenceApp:
         max_body_bytes: int,
         default_timeout_ms: float | None = None,
         limiter: RateLimiter | None = None,
+        access_log: bool = False,
     ) -> None:
         self.gateway = gateway
         self.max_body_bytes = max_body_bytes
         self.default_timeout_ms = default_timeout_ms
         self.metrics = RequestMetrics()
         self.limiter = limiter
+        self.access_log = access_log
         self.other = build_starlette(gateway, self.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -121,15 +124,25 @@ class InferenceApp:
                 (b"x-dlproxy-cache", response.cache.encode()),
             ]
             await _respond(send, 200, payload, request_id, extra)
-            self.metrics.record(
-                request.model, "openai" if openai else "kserve", 200, time.perf_counter() - started
-            )
+            elapsed = time.perf_counter() - started
+            self.metrics.record(request.model, "openai" if openai else "kserve", 200, elapsed)
+            if self.access_log:
+                access(
+                    request_id,
+                    request.model,
+                    "openai" if openai else "kserve",
+                    200,
+                    elapsed,
+                    response.instance,
+                    response.cache,
+                )
         except Exception as exc:
             status, message, extra = describe(exc)
             label = self._model_label(request.model if request is not None else model)
-            self.metrics.record(
-                label, "openai" if openai else "kserve", status, time.perf_counter() - started
-            )
+            elapsed = time.perf_counter() - started
+            self.metrics.record(label, "openai" if openai else "kserve", status, elapsed)
+            if self.access_log:
+                access(request_id, label, "openai" if openai else "kserve", status, elapsed, "", "")
             if status in REJECTIONS:
                 self.metrics.reject(label, REJECTIONS[status])
             if openai:

@@ -1,0 +1,230 @@
+"""Credentials: API keys for inference and metadata, an admin token for ``/admin``.
+
+Which routes need what:
+
+- open, always: ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/{m}[/versions/{v}]/ready``
+  (the Open Inference Protocol's health API, for probes), ``/metrics``, ``/stats``, ``/dashboard``
+  and ``/openapi.json``;
+- an API key, when any is configured: every other route (inference, ``/v2``, model metadata,
+  ``/v1/models``; an unknown path too, so a client without a key learns nothing about routes);
+  the admin token also opens these;
+- the admin token, when configured: ``/admin/*``; with none configured, admin routes answer only
+  clients on loopback (127.0.0.0/8, ::1).
+
+A client sends its key as ``Authorization: Bearer <key>`` (what the ``openai`` client sends), or
+as ``X-Api-Key: <key>`` or ``api-key: <key>`` (what API gateways and Azure-style clients send).
+Missing or unknown credentials get 401 with ``WWW-Authenticate: Bearer``; valid credentials that do
+not open the route (an API key on an admin route, or any client off loopback when there is no
+admin token) get 403.
+
+The presented credential is hashed (SHA-256) and compared with ``hmac.compare_digest`` to the
+digest of every configured key, without stopping at a match, so response times reveal neither
+which key matched nor a key's length. Keys never appear in messages or logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from starlette.responses import Response
+
+from dlproxy.errors import DlproxyError, Forbidden, Unauthorized
+from dlproxy.http import codecs
+from dlproxy.http.errors import OPENAI_TYPES, describe
+
+if TYPE_CHECKING:
+    from dlproxy.settings import Settings
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+OPEN_PATHS = frozenset(
+    {"/v2/health/live", "/v2/health/ready", "/metrics", "/stats", "/dashboard", "/openapi.json"}
+)
+
+
+class Access(Enum):
+    """What a route needs."""
+
+    OPEN = "open"
+    KEY = "key"
+    ADMIN = "admin"
+
+
+def access_for(path: str) -> Access:
+    """The access class of an (ASGI, percent-decoded) path: the same path Starlette routes on."""
+    if path.startswith("/admin/") or path == "/admin":
+        return Access.ADMIN
+    if path in OPEN_PATHS or path.startswith("/dashboard/"):
+        return Access.OPEN
+    if path.startswith("/v2/models/") and path.endswith("/ready"):
+        return Access.OPEN
+    return Access.KEY
+
+
+def credential(headers: Mapping[bytes, bytes]) -> bytes | None:
+    """The credential a request presents: a Bearer token, else X-Api-Key, else api-key."""
+    value = headers.get(b"authorization")
+    if value is not None:
+        scheme, _, token = value.strip().partition(b" ")
+        token = token.strip()
+        if scheme.lower() == b"bearer" and token:
+            return token
+    value = headers.get(b"x-api-key") or headers.get(b"api-key")
+    if value is not None:
+        value = value.strip()
+    return value or None
+
+
+def _digest(secret: bytes) -> bytes:
+    return hashlib.sha256(secret).digest()
+
+
+def _matches(digest: bytes, known: tuple[bytes, ...]) -> bool:
+    """Compare with every known digest: no early exit that would tell which one matched."""
+    found = False
+    for key in known:
+        found |= hmac.compare_digest(digest, key)
+    return found
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether a client address is on this machine (IPv4-mapped IPv6 included)."""
+    if not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+class Authenticator:
+    """Checks a request's credentials against the configured API keys and admin token."""
+
+    def __init__(self, api_keys: Iterable[str] = (), admin_token: str | None = None) -> None:
+        keys = list(api_keys)
+        for index, key in enumerate(keys, 1):
+            _check_secret(key, f"API key number {index}")
+        if admin_token is not None:
+            _check_secret(admin_token, "the admin token")
+        self._admin = _digest(admin_token.encode()) if admin_token else None
+        self._admin_only = (self._admin,) if self._admin else ()
+        self._keys = tuple(_digest(key.encode()) for key in keys)
+        self._keys_or_admin = self._keys + self._admin_only
+        self.keys_required = bool(self._keys)
+        """Whether inference and metadata routes need a key (checked before anything else)."""
+        self.admin_token_set = self._admin is not None
+
+    def check_key(self, headers: Mapping[bytes, bytes]) -> None:
+        """Raise Unauthorized unless the request presents an API key (or the admin token)."""
+        presented = credential(headers)
+        if presented is None:
+            raise Unauthorized(
+                "this route needs an API key: send the header 'Authorization: Bearer <key>'"
+            )
+        if not _matches(_digest(presented), self._keys_or_admin):
+            raise Unauthorized("the API key is not valid")
+
+    def check_admin(self, headers: Mapping[bytes, bytes], client_host: str | None) -> None:
+        """Raise unless the request may use admin routes (the token, or loopback without one)."""
+        if self._admin is None:
+            if is_loopback(client_host):
+                return
+            raise Forbidden(
+                "admin routes are served only to clients on this machine when no admin token "
+                "is configured (set --admin-token or DLPROXY_ADMIN_TOKEN)"
+            )
+        presented = credential(headers)
+        if presented is None:
+            raise Unauthorized(
+                "admin routes need the admin token: send the header 'Authorization: Bearer <token>'"
+            )
+        digest = _digest(presented)
+        if _matches(digest, self._admin_only):
+            return
+        if _matches(digest, self._keys):
+            raise Forbidden("an API key does not open admin routes; send the admin token")
+        raise Unauthorized("the admin token is not valid")
+
+    def check(self, path: str, headers: Mapping[bytes, bytes], client_host: str | None) -> None:
+        """Check a request to any route by its access class."""
+        access = access_for(path)
+        if access is Access.ADMIN:
+            self.check_admin(headers, client_host)
+        elif access is Access.KEY and self.keys_required:
+            self.check_key(headers)
+
+
+def _check_secret(secret: str, what: str) -> None:
+    """Refuse secrets no client could send in a header; the message never holds the secret."""
+    if not secret or not secret.isascii() or not secret.isprintable() or any(c.isspace() for c in secret):
+        raise ValueError(f"{what} must be non-empty printable ASCII without spaces")
+
+
+def read_keys_file(path: Path) -> list[str]:
+    """API keys from a file, one per line; blank lines and ``#`` comments are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        raise ValueError(f"cannot read the API keys file {path}: {reason}") from None
+    keys = [line.strip() for line in text.splitlines()]
+    keys = [key for key in keys if key and not key.startswith("#")]
+    if not keys:
+        raise ValueError(f"the API keys file {path} holds no keys")
+    return keys
+
+
+def build_authenticator(settings: Settings) -> Authenticator:
+    """The authenticator the settings ask for: keys from ``api_keys`` and ``api_keys_file``."""
+    keys = [key.get_secret_value() for key in settings.api_keys or ()]
+    if settings.api_keys_file is not None:
+        keys += read_keys_file(settings.api_keys_file)
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    return Authenticator(keys, token)
+
+
+class AuthGate:
+    """ASGI wrapper that checks credentials before the non-inference routes run.
+
+    The inference routes call ``Authenticator.check_key`` themselves (one header lookup and one
+    compare on the hot path); this gate covers everything else, where a request is rare.
+    """
+
+    def __init__(self, app: ASGIApp, auth: Authenticator) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            client = scope.get("client")
+            try:
+                self.auth.check(path, dict(scope["headers"]), client[0] if client else None)
+            except DlproxyError as exc:
+                await _deny(exc, path, scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _deny(exc: DlproxyError, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer a refused request in its protocol's error shape (OpenAI under /v1, else KServe)."""
+    status, message, extra = describe(exc)
+    if path.startswith("/v1/"):
+        body = codecs.encode_openai_error(message, OPENAI_TYPES.get(status, "error"), status)
+    else:
+        body = codecs.encode_kserve_error(message)
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in extra}
+    response = Response(body, status, headers, media_type="application/json")
+    await response(scope, receive, send)
