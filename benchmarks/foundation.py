@@ -43,7 +43,9 @@ class Serving:
     def __init__(self, *args: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen([*DLPROXY, "serve", "--port", str(self.port), "--log-level", "warning", *args])
+        self.process = subprocess.Popen(
+            [*DLPROXY, "serve", "--port", str(self.port), "--log-level", "warning", *args]
+        )
 
     def __enter__(self) -> Serving:
         deadline = time.monotonic() + 600
@@ -61,9 +63,26 @@ class Serving:
         self.process.wait(60)
 
 
-def bench(url: str, model: str, concurrency: int, duration: float, protocol: str = "kserve") -> dict[str, Any]:
-    return run_json([*DLPROXY, "bench", url, "--model", model, "--concurrency", str(concurrency),
-                     "--duration", str(duration), "--warmup", "3", "--protocol", protocol])
+def bench(
+    url: str, model: str, concurrency: int, duration: float, protocol: str = "kserve"
+) -> dict[str, Any]:
+    return run_json(
+        [
+            *DLPROXY,
+            "bench",
+            url,
+            "--model",
+            model,
+            "--concurrency",
+            str(concurrency),
+            "--duration",
+            str(duration),
+            "--warmup",
+            "3",
+            "--protocol",
+            protocol,
+        ]
+    )
 
 
 def main() -> None:
@@ -104,14 +123,18 @@ def table(r: dict[str, Any]) -> str:
             + (", p99 <= 80 ms |" if clients == 32 else " |")
         )
     s = r["minilm_openai_c32"]
-    rows.append(f"| minilm, 32 clients, OpenAI protocol | {s['throughput_rps']:.0f} req/s, p99 {s['latency_ms']['p99']:.1f} ms | |")
+    rows.append(
+        f"| minilm, 32 clients, OpenAI protocol | {s['throughput_rps']:.0f} req/s, p99 {s['latency_ms']['p99']:.1f} ms | |"
+    )
     s = r["minilm_c1"]
     rows.append(
         f"| minilm, 1 client | p50 {s['latency_ms']['p50']:.2f} ms = {s['latency_ms']['p50'] / b1[1]:.2f} x 1-thread batch-1 "
         f"({s['latency_ms']['p50'] / b1[2]:.2f} x 2-thread) | <= 1.3 x |"
     )
     s = r["echo_c32"]
-    rows.append(f"| echo, 32 clients | {s['throughput_rps']:.0f} req/s, p99 {s['latency_ms']['p99']:.1f} ms | >= 8,000 |")
+    rows.append(
+        f"| echo, 32 clients | {s['throughput_rps']:.0f} req/s, p99 {s['latency_ms']['p99']:.1f} ms | >= 8,000 |"
+    )
     return "\n".join(rows)
 
 

@@ -19,6 +19,8 @@ of the measured window.
 - ``throughput_rps``: ``ok / duration_s``; ``request_rate``: ``requests / duration_s``;
   ``items_per_s``: ``ok * items_per_request / duration_s``.
 - ``latency_ms``: ``mean``, ``p50``, ``p90``, ``p99``, ``p99_9``, ``max`` of successful requests
+- ``refusal_latency_ms``: the same figures for requests refused with 429 or 503 (how fast a
+  refusal comes back)
   (numpy linear-interpolated percentiles; null when there were none).
 - ``errors_by_status``: ``{"503": n, "0:ClientConnectorError": m, ...}``; status 0 means no HTTP
   answer (connection error or client timeout), followed by the exception class name.
@@ -105,6 +107,9 @@ class Report:
             "request_rate": round(requests / duration, 3),
             "items_per_s": round(ok * spec.items / duration, 3),
             "latency_ms": latency_ms(rec.latency_s[ok_mask]),
+            "refusal_latency_ms": latency_ms(
+                rec.latency_s[(rec.status == 429) | (rec.status == 503)]
+            ),
             "errors_by_status": dict(sorted(rec.errors.items())),
             "instances": dict(sorted(rec.instances.items())),
             "cache": dict(sorted(rec.cache.items())),
