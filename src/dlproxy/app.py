@@ -4,24 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 import zmq.asyncio
 
-from dlproxy.batching.policy import FixedBatching
+from dlproxy.batching.batcher import Outputs
+from dlproxy.batching.policy import AdaptiveBatching, BatchingPolicy, FixedBatching
 from dlproxy.caching.base import MemoryCache
 from dlproxy.caching.tiered import TieredCache
+from dlproxy.clock import MonotonicClock
 from dlproxy.gateway import Gateway, Limits
+from dlproxy.http.auth import build_authenticator
 from dlproxy.http.ratelimit import RateLimiter
 from dlproxy.http.routes import InferenceApp
+from dlproxy.instances.health import OutlierDetector
 from dlproxy.instances.local import LocalInstance
 from dlproxy.instances.pool import InstancePool
+from dlproxy.instances.upstream import UpstreamClient, UpstreamInstance
 from dlproxy.models.base import model_name
 from dlproxy.scheduling.base import create_policy
 from dlproxy.settings import Settings
+from dlproxy.types import InferenceRequest
 
 log = logging.getLogger("dlproxy")
 
@@ -43,8 +51,11 @@ class GatewayServer(uvicorn.Server):
 
 
 def build_pools(settings: Settings, context: zmq.asyncio.Context) -> list[InstancePool]:
-    """One pool per model, empty until ``start_pools``."""
+    """One pool per model, empty until ``start_pools``; with upstreams, each pool also gets one
+    maker per remote server (weights: local instances first, then the upstreams in order)."""
     pools = []
+    client = UpstreamClient()  # one HTTP session for every upstream, opened when one starts
+    upstream_weights = (settings.weights or [])[settings.instances or 0 :]
     for reference in settings.models:
         weights = iter(settings.weights or [])
 
@@ -54,7 +65,7 @@ def build_pools(settings: Settings, context: zmq.asyncio.Context) -> list[Instan
                 reference,
                 threads=settings.threads or 1,
                 max_queue_items=settings.max_queue,
-                batching=FixedBatching(settings.max_batch, settings.max_delay_ms / 1000),
+                batching=build_batching(settings),
                 depth=settings.pipeline_depth,
                 max_queue_wait=(
                     settings.max_queue_wait_ms / 1000 if settings.max_queue_wait_ms else None
@@ -64,8 +75,60 @@ def build_pools(settings: Settings, context: zmq.asyncio.Context) -> list[Instan
                 weight=next(weights, 1.0),  # type: ignore[call-overload]
             )
 
-        pools.append(InstancePool(model_name(reference), create_policy(settings.policy), factory))
+        pool = InstancePool(model_name(reference), create_policy(settings.policy), factory)
+        pool.remotes = [
+            functools.partial(
+                build_upstream,
+                settings,
+                client,
+                pool,
+                url,
+                upstream_weights[i] if i < len(upstream_weights) else 1.0,
+            )
+            for i, url in enumerate(settings.upstreams)
+        ]
+        pools.append(pool)
     return pools
+
+
+def build_batching(settings: Settings) -> BatchingPolicy:
+    """A fresh batch-limit policy for one instance: each adapts to its own latencies."""
+    max_delay = settings.max_delay_ms / 1000
+    if settings.batching == "adaptive":
+        assert settings.slo_ms is not None  # Settings checks it
+        return AdaptiveBatching(settings.slo_ms / 1000, settings.max_batch, max_delay=max_delay)
+    return FixedBatching(settings.max_batch, max_delay)
+
+
+def build_upstream(
+    settings: Settings, client: UpstreamClient, pool: InstancePool, url: str, weight: float
+) -> UpstreamInstance:
+    """A remote KServe v2 server as an instance of the pool's model (same name there)."""
+
+    def hedge(
+        request: InferenceRequest, parameters: dict[str, Any], exclude: frozenset[str]
+    ) -> asyncio.Future[Outputs]:
+        return pool.choose(request, exclude).batcher.submit(request, parameters)
+
+    hedge_after = settings.hedge_ms / 1000 if settings.hedge_ms else None
+    return UpstreamInstance(
+        client,
+        url,
+        pool.name,
+        max_queue_items=settings.max_queue,
+        batching=build_batching(settings),
+        # A remote server batches and pipelines over its own workers, behind a longer round trip.
+        depth=max(4, settings.pipeline_depth),
+        weight=weight,
+        outlier=OutlierDetector(
+            MonotonicClock(), settings.outlier_failures, settings.outlier_base_ejection_s
+        ),
+        health_interval=settings.health_interval_s,
+        request_timeout=settings.hang_timeout_s,
+        max_queue_wait=settings.max_queue_wait_ms / 1000 if settings.max_queue_wait_ms else None,
+        hedge=hedge if hedge_after else None,
+        hedge_after=hedge_after,
+    )
 
 
 def build_cache(settings: Settings) -> TieredCache | None:
@@ -105,8 +168,12 @@ def build_cache(settings: Settings) -> TieredCache | None:
 
 
 async def start_pools(pools: list[InstancePool], instances: int) -> None:
-    """Start every instance of every model at once; each takes traffic as soon as it is ready."""
-    await asyncio.gather(*(pool.add() for pool in pools for _ in range(instances)))
+    """Start every instance of every model at once, local workers and remote servers; each takes
+    traffic as soon as it is ready."""
+    await asyncio.gather(
+        *(pool.add() for pool in pools for _ in range(instances)),
+        *(pool.attach(make()) for pool in pools for make in pool.remotes),
+    )
 
 
 async def serve(settings: Settings) -> None:
@@ -126,7 +193,12 @@ async def serve(settings: Settings) -> None:
         else None
     )
     app = InferenceApp(
-        gateway, settings.max_body_bytes, settings.request_timeout_ms, limiter, settings.access_log
+        gateway,
+        settings.max_body_bytes,
+        settings.request_timeout_ms,
+        limiter,
+        settings.access_log,
+        build_authenticator(settings),
     )
     config = uvicorn.Config(
         app,
@@ -153,7 +225,7 @@ async def serve(settings: Settings) -> None:
     )
     serving = asyncio.create_task(server.serve(), name="http server")
     starting = asyncio.create_task(
-        start_pools(pools, settings.instances or 1), name="start instances"
+        start_pools(pools, settings.instances or 0), name="start instances"
     )
     done, _ = await asyncio.wait({serving, starting}, return_when=asyncio.FIRST_COMPLETED)
     if starting in done and starting.exception() is None:

@@ -67,6 +67,40 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="do not merge identical in-flight items",
     )
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        metavar="KEY",
+        help="API key for inference and metadata routes (repeatable; or DLPROXY_API_KEYS=k1,k2)",
+    )
+    parser.add_argument(
+        "--api-keys-file", type=Path, metavar="PATH", help="file of API keys, one per line"
+    )
+    parser.add_argument(
+        "--admin-token",
+        metavar="TOKEN",
+        help="token for /admin routes (or DLPROXY_ADMIN_TOKEN); default: loopback clients only",
+    )
+    parser.add_argument(
+        "--upstream",
+        action="append",
+        dest="upstreams",
+        metavar="URL",
+        help="a KServe v2 server serving the same model(s), used as an instance (repeatable)",
+    )
+    parser.add_argument(
+        "--health-interval-s", type=float, help="seconds between upstream health checks"
+    )
+    parser.add_argument(
+        "--outlier-failures", type=int, help="failed requests in a row that eject an upstream"
+    )
+    parser.add_argument(
+        "--outlier-base-ejection-s", type=float, help="first ejection time; grows with each one"
+    )
+    parser.add_argument(
+        "--hedge-ms", type=float, help="also ask a second instance after this long (upstreams)"
+    )
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
     parser.add_argument("--log-level")

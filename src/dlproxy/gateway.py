@@ -26,6 +26,7 @@ from dlproxy.errors import (
     Overloaded,
     PayloadTooLarge,
 )
+from dlproxy.instances.health import RetryBudget
 from dlproxy.instances.pool import InstancePool
 from dlproxy.types import DTYPES, InferenceRequest, InferenceResponse, ModelSpec, datatype_of
 
@@ -49,13 +50,16 @@ class Gateway:
         limits: Limits,
         cache: TieredCache | None = None,
         coalesce: bool = True,
+        retry_budget: RetryBudget | None = None,
     ) -> None:
         self.pools = {pool.name: pool for pool in pools}
         self.limits = limits
         self.cache = cache
         self.coalescer = Coalescer() if coalesce else None
+        self.retry_budget = retry_budget or RetryBudget()  # retries <= 20% of requests (+10/s)
         self.started = False  # set once the initial instances are up
         self.retries: Counter[tuple[str, str]] = Counter()
+        self.arrivals: Counter[str] = Counter()  # requests per model: the autoscaler's load signal
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -72,6 +76,7 @@ class Gateway:
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         """The whole pipeline for one request: validate, cache, coalesce, compute, store."""
         pool = self.pool(request.model)
+        self.arrivals[request.model] += 1
         spec = pool.spec
         if spec is None:
             raise Overloaded(f"model '{request.model}' is still loading", retry_after=5.0)
@@ -167,12 +172,13 @@ class Gateway:
     ) -> tuple[dict[str, np.ndarray], str]:
         """Send to an instance the scheduler picks; on instance death retry on another one."""
         tried: frozenset[str] = frozenset()
+        self.retry_budget.deposit()
         for attempt in range(self.limits.max_attempts):
             instance = pool.choose(request, exclude=tried)
             try:
                 return await instance.submit(request, parameters), instance.id
             except InstanceFailed:
-                if attempt + 1 == self.limits.max_attempts:
+                if attempt + 1 == self.limits.max_attempts or not self.retry_budget.allow():
                     raise
                 self.retries[request.model, "instance_failed"] += 1
                 tried |= {instance.id}

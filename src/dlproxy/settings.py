@@ -10,10 +10,10 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def usable_cores() -> int:
@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     """Most items in one batch sent to a worker."""
     max_delay_ms: float = 2.0
     """Longest a partial batch waits behind a busy instance for more items (an idle one never waits)."""
+    batching: Literal["fixed", "adaptive"] = "fixed"
+    """Batch limit per instance: ``fixed`` at ``max_batch``, or ``adaptive`` (Clipper's AIMD: grows
+    while recent batches meet the SLO, shrinks by 10% when they miss; ``max_batch`` is its cap)."""
+    slo_ms: float | None = None
+    """The p99 latency objective, ms: what ``adaptive`` batching keeps batch latencies under."""
     pipeline_depth: int = 2
     """Batches a worker may hold at once: 2 keeps it busy during the gateway round trip."""
     max_queue: int = 512
@@ -90,12 +95,48 @@ class Settings(BaseSettings):
     """A worker holding one batch longer than this is killed and its requests retried elsewhere."""
     heartbeat_timeout_s: float = 5.0
     """A worker silent (no reply, no heartbeat) this long is killed and replaced."""
+    upstreams: list[str] = Field(default_factory=list)
+    """Base URLs of KServe v2 servers (another dlproxy, Triton) serving the same models, used as
+    instances behind the same policies. With upstreams and no ``instances``, only they serve."""
+    health_interval_s: float = 1.0
+    """Seconds between health checks of an upstream; two failed in a row take it out of rotation."""
+    outlier_failures: int = 5
+    """Consecutive failed requests (connection errors, 502, 504) that eject an upstream."""
+    outlier_base_ejection_s: float = 1.0
+    """An ejection lasts this x the number of recent ejections (at most 30 s), then it returns."""
+    hedge_ms: float | None = None
+    """Send a request that an upstream has not answered after this long to a second instance too,
+    and take the first answer (none: no hedging)."""
     log_format: str = "text"
     """Log lines as ``text`` or ``json`` (one object per line)."""
     access_log: bool = False
     """Log one line per inference request, with its request id, status and duration."""
     log_level: str = "info"
     """Logging level."""
+    api_keys: Annotated[list[SecretStr] | None, NoDecode] = None
+    """API keys, any of which opens the inference and metadata routes (``Authorization: Bearer
+    KEY``); none: those routes are open. From the environment: comma-separated. See http/auth.py."""
+    api_keys_file: Path | None = None
+    """A file of API keys, one per line (``#`` comments), so keys stay off the command line."""
+    admin_token: SecretStr | None = None
+    """The token that opens ``/admin`` routes; none: admin routes answer loopback clients only."""
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        """``DLPROXY_API_KEYS=k1,k2``: a comma-separated string is a list of keys."""
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()] or None
+        return value
+
+    @model_validator(mode="after")
+    def _adaptive_needs_an_slo(self) -> Settings:
+        """Adaptive batching steers by the SLO: without one it has nothing to aim at."""
+        if self.batching == "adaptive" and not self.slo_ms:
+            raise ValueError("batching 'adaptive' needs an SLO: set slo_ms (--slo-ms MS)")
+        if self.slo_ms is not None and self.slo_ms <= 0:
+            raise ValueError(f"slo_ms must be > 0, got {self.slo_ms}")
+        return self
 
     def resolved(self) -> Settings:
         """A copy with ``instances`` and ``threads`` chosen from the machine when unset.
@@ -104,8 +145,11 @@ class Settings(BaseSettings):
         one 2-thread process ~780/s: so one instance per core, one thread each, up to 8 instances.
         """
         cores = usable_cores()
-        instances = self.instances or max(1, min(cores, 8))
-        threads = self.threads or max(1, cores // instances)
+        if self.upstreams and not self.instances:
+            instances = 0  # the upstreams serve; no local worker unless asked for
+        else:
+            instances = self.instances or max(1, min(cores, 8))
+        threads = self.threads or max(1, cores // max(1, instances))
         return self.model_copy(update={"instances": instances, "threads": threads})
 
 

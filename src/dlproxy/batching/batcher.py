@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dlproxy.batching.policy import FixedBatching
+from dlproxy.batching.policy import BatchingPolicy, FixedBatching
 from dlproxy.errors import BadRequest, DeadlineExceeded, InstanceFailed, ModelError, Overloaded
 from dlproxy.histogram import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
 from dlproxy.instances import protocol
@@ -57,7 +57,7 @@ class BatcherStatistics:
 class Batcher:
     send: SendBatch
     max_queue_items: int
-    policy: FixedBatching = field(default_factory=FixedBatching)
+    policy: BatchingPolicy = field(default_factory=FixedBatching)
     depth: int = 2
     on_batch: Callable[[int, float], None] = lambda size, latency: None
     max_queue_wait: float | None = None
@@ -222,6 +222,7 @@ class Batcher:
         self._seconds_per_item = (
             per_item if self._batches == 1 else 0.9 * self._seconds_per_item + 0.1 * per_item
         )
+        self.policy.observe(latency, items)
         self.on_batch(items, latency)
         if isinstance(message, protocol.Failure):
             error: Exception = (

@@ -168,7 +168,12 @@ class Authenticator:
 
 def _check_secret(secret: str, what: str) -> None:
     """Refuse secrets no client could send in a header; the message never holds the secret."""
-    if not secret or not secret.isascii() or not secret.isprintable() or any(c.isspace() for c in secret):
+    if (
+        not secret
+        or not secret.isascii()
+        or not secret.isprintable()
+        or any(c.isspace() for c in secret)
+    ):
         raise ValueError(f"{what} must be non-empty printable ASCII without spaces")
 
 

@@ -11,6 +11,7 @@ import itertools
 import os
 import time
 from collections.abc import Awaitable, Callable
+from importlib.resources import files
 from typing import Any
 
 import orjson
@@ -23,7 +24,8 @@ from starlette.routing import Route
 from dlproxy import __version__
 from dlproxy.errors import BadRequest, PayloadTooLarge
 from dlproxy.gateway import Gateway
-from dlproxy.http import codecs
+from dlproxy.http import codecs, openapi
+from dlproxy.http.auth import Authenticator, AuthGate
 from dlproxy.http.errors import OPENAI_TYPES, describe
 from dlproxy.http.ratelimit import RateLimiter
 from dlproxy.logging import access
@@ -54,6 +56,7 @@ class InferenceApp:
         default_timeout_ms: float | None = None,
         limiter: RateLimiter | None = None,
         access_log: bool = False,
+        auth: Authenticator | None = None,
     ) -> None:
         self.gateway = gateway
         self.max_body_bytes = max_body_bytes
@@ -61,7 +64,8 @@ class InferenceApp:
         self.metrics = RequestMetrics()
         self.limiter = limiter
         self.access_log = access_log
-        self.other = build_starlette(gateway, self.metrics)
+        self.auth = auth or Authenticator()
+        self.other = AuthGate(build_starlette(gateway, self.metrics, self.auth), self.auth)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -83,6 +87,8 @@ class InferenceApp:
         request_id = (headers.get(b"x-request-id") or b"").decode("latin-1") or _new_id()
         request: InferenceRequest | None = None
         try:
+            if self.auth.keys_required:  # before the rate limit: it keys buckets by credential
+                self.auth.check_key(headers)
             if self.limiter is not None:
                 client = scope.get("client") or ("", 0)
                 self.limiter.check(
@@ -231,7 +237,7 @@ def _metadata(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
-def build_starlette(gateway: Gateway, metrics: RequestMetrics) -> Starlette:
+def build_starlette(gateway: Gateway, metrics: RequestMetrics, auth: Authenticator) -> Starlette:
     """The non-hot routes: health, metadata, model lists, admin."""
 
     def error(status: int, message: str) -> Response:
@@ -310,11 +316,34 @@ def build_starlette(gateway: Gateway, metrics: RequestMetrics) -> Starlette:
     async def stats_json(request: Request) -> Response:
         return ORJSONResponse(stats(gateway, metrics))
 
+    document = orjson.dumps(
+        openapi.document(list(gateway.pools), auth.keys_required, auth.admin_token_set)
+    )
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(document, media_type="application/json")
+
+    # Self-contained (inline script and style, no external URL); the policy keeps it that way.
+    page = (files("dlproxy.http") / "dashboard" / "index.html").read_bytes()
+    page_headers = {
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; "
+        "style-src 'unsafe-inline'; connect-src 'self'",
+    }
+
+    async def dashboard(request: Request) -> Response:
+        return Response(page, media_type="text/html", headers=page_headers)
+
     async def not_found(request: Request, exc: Exception) -> Response:
         return error(404, f"no route {request.method} {request.url.path}")
 
     async def method_not_allowed(request: Request, exc: Exception) -> Response:
-        return error(405, f"method {request.method} is not allowed on {request.url.path}")
+        response = error(405, f"method {request.method} is not allowed on {request.url.path}")
+        response.headers.update(getattr(exc, "headers", None) or {})  # Allow (RFC 9110)
+        return response
+
+    async def post_only(request: Request) -> Response:
+        raise AssertionError("InferenceApp answers every POST to the inference routes")
 
     routes = [
         Route("/v2/health/live", live),
@@ -328,5 +357,11 @@ def build_starlette(gateway: Gateway, metrics: RequestMetrics) -> Starlette:
         Route("/admin/instances", admin_instances),
         Route("/metrics", prometheus),
         Route("/stats", stats_json),
+        Route("/dashboard", dashboard),
+        Route("/openapi.json", openapi_json),
+        # POST never reaches these (InferenceApp takes it); listed so other methods get 405.
+        Route("/v1/embeddings", post_only, methods=["POST"]),
+        Route("/v2/models/{model}/infer", post_only, methods=["POST"]),
+        Route("/v2/models/{model}/versions/{version}/infer", post_only, methods=["POST"]),
     ]
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: method_not_allowed})

@@ -2,7 +2,8 @@
 
 The pool adds and removes instances at run time and restarts one that dies. A dead instance's
 queued requests are re-submitted to the others; its in-flight ones fail with InstanceFailed and the
-gateway retries them (inference is idempotent).
+gateway retries them (inference is idempotent). Remote servers (``remotes``) are attached, not made
+by the factory: the pool neither restarts them nor counts them when it scales.
 """
 
 from __future__ import annotations
@@ -10,13 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlproxy.batching.batcher import Outputs, Pending
 from dlproxy.errors import InstanceFailed, Overloaded
 from dlproxy.instances.local import LocalInstance
 from dlproxy.scheduling.base import NoHealthyInstance, SchedulingPolicy
 from dlproxy.types import InferenceRequest, ModelSpec
+
+if TYPE_CHECKING:
+    from dlproxy.instances.upstream import UpstreamInstance
+
+    Instance = LocalInstance | UpstreamInstance
 
 log = logging.getLogger("dlproxy.pool")
 
@@ -31,7 +37,9 @@ class InstancePool:
     ) -> None:
         self.name = name
         self.policy = policy
-        self.instances: list[LocalInstance] = []
+        self.instances: list[Instance] = []
+        self.remotes: list[Callable[[], UpstreamInstance]] = []  # attached by ``start_pools``
+        self._attached: set[str] = set()
         self._factory = factory
         self._restart_delay = restart_delay
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -46,15 +54,13 @@ class InstancePool:
                 return instance.spec
         return None
 
-    def by_id(self, instance_id: str) -> LocalInstance:
+    def by_id(self, instance_id: str) -> Instance:
         for instance in self.instances:
             if instance.id == instance_id:
                 return instance
         raise KeyError(instance_id)
 
-    def choose(
-        self, request: InferenceRequest, exclude: frozenset[str] = frozenset()
-    ) -> LocalInstance:
+    def choose(self, request: InferenceRequest, exclude: frozenset[str] = frozenset()) -> Instance:
         """The instance the policy picks among the ready ones (minus ``exclude``)."""
         views = [i.view() for i in self.instances if i.id not in exclude]
         try:
@@ -80,18 +86,35 @@ class InstancePool:
             raise
         return instance
 
-    async def remove(self, instance: LocalInstance | None = None) -> None:
-        """Drain one instance (the newest by default) and stop it, losing no request."""
+    async def attach(self, instance: UpstreamInstance) -> UpstreamInstance:
+        """Add an instance built elsewhere (a remote server); it gets traffic once it is ready."""
+        self.instances.append(instance)
+        self._attached.add(instance.id)
+        try:
+            await instance.start()
+        except BaseException:
+            self.instances.remove(instance)
+            self._attached.discard(instance.id)
+            raise
+        return instance
+
+    async def remove(self, instance: Instance | None = None) -> None:
+        """Drain one instance (the newest made by the factory by default) and stop it, losing
+        no request."""
         if instance is None:
-            instance = self.instances[-1]
+            instance = self._made()[-1]
         await instance.stop(drain=True)
         self._forget(instance)
 
     async def scale_to(self, count: int) -> None:
-        while len(self.instances) < count:
+        """Make ``count`` the number of factory-made instances (attached ones are not counted)."""
+        while len(self._made()) < count:
             await self.add()
-        while len(self.instances) > count:
+        while len(self._made()) > count:
             await self.remove()
+
+    def _made(self) -> list[Instance]:
+        return [i for i in self.instances if i.id not in self._attached]
 
     async def close(self) -> None:
         """Drain and stop every instance (graceful shutdown)."""
@@ -128,8 +151,9 @@ class InstancePool:
             except Exception:
                 log.exception("could not restart an instance of %s", self.name)
 
-    def _forget(self, instance: LocalInstance) -> None:
+    def _forget(self, instance: Instance) -> None:
         self.instances.remove(instance)
+        self._attached.discard(instance.id)
         self.items_by_instance[instance.id] = instance.batcher.statistics().items
 
     def _own(self, coroutine: Any) -> None:

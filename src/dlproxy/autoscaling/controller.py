@@ -1,0 +1,122 @@
+"""The live autoscaler: every tick, snapshot each pool, ask the policy, apply limits, act.
+
+Policies only say a number; this controller owns everything else once: min/max, cooldowns and
+step limits (the same ``Limits`` the simulator uses), the decision log with its reason, the
+``scaling_decisions`` counter, and the pool changes (an added instance takes traffic only when
+ready; a removed one drains first, so no request is dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+import psutil
+
+from dlproxy.autoscaling.base import ScalingPolicy, Snapshot
+from dlproxy.autoscaling.limits import Limits, LimitState, apply_limits
+from dlproxy.clock import Clock, MonotonicClock
+from dlproxy.instances.pool import InstancePool
+
+log = logging.getLogger("dlproxy.autoscaling")
+
+
+@dataclass
+class PoolWatch:
+    """What the controller remembers of a pool between ticks, to turn counters into rates."""
+
+    requests: int = 0
+    at: float = 0.0
+    limit_state: LimitState = field(default_factory=LimitState)
+
+
+class Controller:
+    def __init__(
+        self,
+        pools: list[InstancePool],
+        arrivals: Counter[str],
+        policy_factory: type[ScalingPolicy] | object,
+        limits: Limits,
+        interval: float = 1.0,
+        startup_time: float = 3.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self.pools = pools
+        self.arrivals = arrivals  # requests per model, counted by the gateway as they arrive
+        self.policies: dict[str, ScalingPolicy] = {
+            pool.name: policy_factory() for pool in pools  # type: ignore[operator]
+        }
+        self.limits = limits
+        self.interval = interval
+        self.startup_time = startup_time
+        self.clock = clock or MonotonicClock()
+        self.decisions: Counter[tuple[str, str]] = Counter()
+        self._watch = {pool.name: PoolWatch(at=self.clock.now()) for pool in pools}
+        self._changing: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self) -> None:
+        """Tick until cancelled."""
+        while True:
+            await asyncio.sleep(self.interval)
+            for pool in self.pools:
+                self.tick(pool)
+
+    def snapshot(self, pool: InstancePool) -> Snapshot:
+        now = self.clock.now()
+        watch = self._watch[pool.name]
+        stats = [i.batcher.statistics() for i in pool.instances]
+        requests = self.arrivals[pool.name]
+        elapsed = max(now - watch.at, 1e-9)
+        rate = max(0.0, (requests - watch.requests) / elapsed)
+        watch.requests, watch.at = requests, now
+        ready = [i for i in pool.instances if i.state == "ready"]
+        service = [i.load.service_time / max(1.0, s.batch_size.sum / max(1, s.batch_size.count))
+                   for i, s in zip(pool.instances, stats, strict=True) if i.load.batches]
+        cpu = [i.load.cpu_percent / 100 / max(1, i.threads) for i in ready]
+        p99 = max((s.inference.quantile(0.99) for s in stats), default=0.0)
+        return Snapshot(
+            model=pool.name,
+            ready=len(ready),
+            starting=sum(1 for i in pool.instances if i.state == "starting"),
+            inflight=sum(s.inflight_requests for s in stats),
+            queued=sum(s.queued_requests for s in stats),
+            arrival_rate=rate,
+            service_time=sum(service) / len(service) if service else 0.0,
+            cpu=sum(cpu) / len(cpu) if cpu else 0.0,
+            memory=psutil.virtual_memory().percent / 100,
+            p99_latency=p99,
+            startup_time=self.startup_time,
+        )
+
+    def tick(self, pool: InstancePool) -> None:
+        if pool.name in self._changing:  # one change at a time per pool
+            return
+        snapshot = self.snapshot(pool)
+        now = self.clock.now()
+        current = snapshot.ready + snapshot.starting
+        wanted = self.policies[pool.name].desired(snapshot, now)
+        target = apply_limits(current, wanted, now, self.limits, self._watch[pool.name].limit_state)
+        if target == current:
+            return
+        direction = "up" if target > current else "down"
+        self.decisions[pool.name, direction] += 1
+        log.info(
+            "scaling %s %s: %d -> %d (policy wants %d; rate %.1f/s, queued %d, in flight %d, "
+            "cpu %.0f%%, p99 %.1f ms)",
+            pool.name, direction, current, target, wanted, snapshot.arrival_rate, snapshot.queued,
+            snapshot.inflight, snapshot.cpu * 100, snapshot.p99_latency * 1000,
+        )
+        task = asyncio.ensure_future(pool.scale_to(target))
+        self._changing[pool.name] = task
+        task.add_done_callback(lambda done, name=pool.name: self._changed(name, done))
+
+    def _changed(self, name: str, task: asyncio.Task[None]) -> None:
+        self._changing.pop(name, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("scaling %s failed: %s", name, task.exception())
+
+    async def close(self) -> None:
+        for task in self._changing.values():
+            task.cancel()
