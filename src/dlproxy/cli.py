@@ -1,4 +1,4 @@
-"""The ``dlproxy`` command: serve, bench, models."""
+"""The ``dlproxy`` command: serve, bench, tune, models."""
 
 from __future__ import annotations
 
@@ -30,6 +30,12 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="W1,W2,.. instance weights (weighted_round_robin)")
     parser.add_argument("--max-batch", type=int)
     parser.add_argument("--max-delay-ms", type=float)
+    parser.add_argument(
+        "--batching",
+        choices=["fixed", "adaptive"],
+        help="batch limit: fixed at --max-batch, or adaptive (AIMD up to --max-batch; needs --slo-ms)",
+    )
+    parser.add_argument("--slo-ms", type=float, help="p99 latency objective (adaptive batching)")
     parser.add_argument("--pipeline-depth", type=int)
     parser.add_argument("--max-queue", type=int, help="items that may wait per instance")
     parser.add_argument(
@@ -122,7 +128,16 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    from pydantic import ValidationError
+
+    try:
+        settings = settings_from(args)
+    except ValidationError as exc:  # one line per bad setting, not a traceback
+        for error in exc.errors():
+            where = "".join(f"{part}: " for part in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            print(f"dlproxy serve: {where}{message}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level, settings.log_format)
     try:
         import uvloop
@@ -143,6 +158,12 @@ def _run_bench(args: argparse.Namespace) -> int:
     from dlproxy.bench import command
 
     return command.run(args)
+
+
+def _run_tune(args: argparse.Namespace) -> int:
+    from dlproxy.bench import tune
+
+    return tune.run(args)
 
 
 def _run_models(args: argparse.Namespace) -> int:
@@ -177,6 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         pass
     bench.set_defaults(handler=_run_bench)
+    tune = commands.add_parser(
+        "tune", help="sweep instances x max batch x max delay; write the best config for an SLO"
+    )
+    try:
+        from dlproxy.bench import tune as tune_command
+
+        tune_command.add_arguments(tune)
+    except ImportError:
+        pass
+    tune.set_defaults(handler=_run_tune)
     models = commands.add_parser("models", help="list built-in models; --export to prepare them")
     models.add_argument(
         "--export", nargs="*", metavar="NAME[:VARIANT]", help="load (and export) these"

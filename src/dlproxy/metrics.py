@@ -24,7 +24,7 @@ from dlproxy.histogram import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
 if TYPE_CHECKING:
     from dlproxy.gateway import Gateway
 
-STATES = ("starting", "ready", "draining", "failed", "stopped")
+STATES = ("starting", "ready", "unhealthy", "ejected", "draining", "failed", "stopped")
 
 
 class RequestMetrics:

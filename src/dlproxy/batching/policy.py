@@ -125,7 +125,9 @@ class AdaptiveBatching:
         full = sum(1 for _, _, was_full in self._recent if was_full)
         if p99 > self.budget:
             if self.max_batch > 1:
-                self.max_batch = max(1, min(self.max_batch - 1, int(self.max_batch * self.decrease)))
+                self.max_batch = max(
+                    1, min(self.max_batch - 1, int(self.max_batch * self.decrease))
+                )
                 self.decreases += 1
             self._recent.clear()
         elif full >= self.samples and self.max_batch < self.max_batch_cap:

@@ -355,6 +355,23 @@ _ANSWER_HEADERS = {
 }
 
 
+def _infer_answer() -> Schema:
+    """JSON, or with binary outputs the JSON header followed by the raw tensors (as Triton)."""
+    binary = {"type": "string", "format": "binary"}
+    length = {
+        "description": "Length of the JSON header before the binary outputs.",
+        "schema": _INTEGER,
+    }
+    return {
+        "description": "The outputs.",
+        "headers": {**_ANSWER_HEADERS, "Inference-Header-Content-Length": length},
+        "content": {
+            "application/json": {"schema": _ref("InferResponse")},
+            "application/octet-stream": {"schema": binary},
+        },
+    }
+
+
 def _paths(models: Sequence[str]) -> dict[str, Schema]:
     def get(summary: str, responses: dict[str, Schema], **extra: Any) -> Schema:
         return {"get": {"summary": summary, "responses": responses, **extra}}
@@ -379,7 +396,7 @@ def _paths(models: Sequence[str]) -> dict[str, Schema]:
                     },
                 },
                 "responses": {
-                    "200": _json(_ref("InferResponse"), "The outputs.", _ANSWER_HEADERS),
+                    "200": _infer_answer(),
                     **_errors((400, 401, 404, 413, 429, 500, 503, 504)),
                 },
             }
@@ -469,6 +486,10 @@ def _paths(models: Sequence[str]) -> dict[str, Schema]:
         ),
         "/stats": get(
             "The same figures as /metrics, as JSON.", {"200": _json(_ref("Stats"), "Figures.")}
+        ),
+        "/dashboard": get(
+            "A live page of the figures in /stats.",
+            {"200": {"description": "HTML.", "content": {"text/html": {"schema": _STRING}}}},
         ),
         "/openapi.json": get(
             "This document.", {"200": _json({"type": "object"}, "OpenAPI 3.0 document.")}

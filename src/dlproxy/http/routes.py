@@ -37,6 +37,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 JSON = b"application/json"
+OCTET_STREAM = b"application/octet-stream"
 REJECTIONS = {413: "too_large", 429: "rate_limited", 503: "overloaded", 504: "deadline"}
 _ids = itertools.count(1)
 _id_prefix = os.urandom(4).hex()
@@ -109,7 +110,9 @@ class InferenceApp:
                 request.session_key = session.decode("latin-1")
             timeout = headers.get(b"x-request-timeout-ms")
             timeout_ms = (
-                _int_header(timeout, "X-Request-Timeout-Ms") if timeout else self.default_timeout_ms
+                _int_header(timeout, "X-Request-Timeout-Ms")
+                if timeout is not None
+                else self.default_timeout_ms
             )
             if timeout_ms is not None:
                 if timeout_ms <= 0:
@@ -119,17 +122,19 @@ class InferenceApp:
                 request.deadline = _loop_time() + timeout_ms / 1000
             response = await self.gateway.infer(request)
             extra: list[tuple[bytes, bytes]] = []
+            content_type = JSON
             if openai:
                 payload = codecs.encode_openai_embeddings(response, request)
             else:
                 payload, json_length = codecs.encode_kserve(response, request)
-                if json_length is not None:
+                if json_length is not None:  # binary outputs follow the JSON (as Triton sends)
                     extra.append((b"inference-header-content-length", str(json_length).encode()))
+                    content_type = OCTET_STREAM
             extra += [
                 (b"x-dlproxy-instance", response.instance.encode()),
                 (b"x-dlproxy-cache", response.cache.encode()),
             ]
-            await _respond(send, 200, payload, request_id, extra)
+            await _respond(send, 200, payload, request_id, extra, content_type)
             elapsed = time.perf_counter() - started
             self.metrics.record(request.model, "openai" if openai else "kserve", 200, elapsed)
             if self.access_log:
@@ -200,14 +205,19 @@ def _int_header(value: bytes | None, name: str) -> int | None:
 
 
 async def _respond(
-    send: Send, status: int, body: bytes, request_id: str, extra: list[tuple[bytes, bytes]]
+    send: Send,
+    status: int,
+    body: bytes,
+    request_id: str,
+    extra: list[tuple[bytes, bytes]],
+    content_type: bytes = JSON,
 ) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", JSON),
+                (b"content-type", content_type),
                 (b"content-length", str(len(body)).encode()),
                 (b"x-request-id", request_id.encode()),
                 *extra,

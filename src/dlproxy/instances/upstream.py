@@ -170,7 +170,10 @@ class UpstreamInstance:
         self._session = self._client.acquire()
         try:
             async with asyncio.timeout(self.start_timeout):
-                while (metadata := await self._ready_metadata()) is None:
+                while True:  # polling: a remote server has no event to wait on
+                    metadata = await self._ready_metadata()
+                    if metadata is not None:
+                        break
                     await asyncio.sleep(min(0.2, self.health_interval))
         except BaseException as exc:  # timed out, or the server is shutting down
             self._session = None

@@ -14,6 +14,7 @@ from dlproxy.bench.report import Report, latency_ms, per_second
 
 JSON_KEYS = {
     "kind",
+    "refusal_latency_ms",
     "url",
     "target",
     "model",
@@ -103,6 +104,7 @@ def test_to_dict_has_the_documented_keys_and_figures() -> None:
     assert data["latency_ms"]["max"] == pytest.approx(80.0)  # errors are not in latency figures
     assert data["latency_ms"]["p50"] == pytest.approx(45.0)
     assert data["errors_by_status"] == {"0:ClientConnectorError": 1, "503": 1}
+    assert data["refusal_latency_ms"]["max"] is not None  # the 503, not the connection error
     assert data["cache_hit_ratio"] == pytest.approx(0.25)
     assert data["throughput_per_s"] == [4, 4]
     assert data["mode"] == "closed"
