@@ -52,18 +52,22 @@ class AdaptiveBatching:
     it) against ``slo x batch_share``. The batch latency is the part of a request's latency that
     the batch size controls. The rest is the wait in the queue, which the batch limit cannot fix
     (at overload the queue grows whatever the limit) and admission control bounds
-    (``--max-queue-wait-ms``). Below overload a queued request waits at most for one batch in
+    (``--max-queue-wait-ms``). Below overload a queued request waits for about one batch in
     flight to come back and then for its own, so ``batch_share = 0.5`` leaves half the SLO for
     that wait.
 
-    The window holds the latencies of the last ``window`` batches sent since the limit last
+    Only batches that reached the limit (or came within a cut of it: requests of several items
+    rarely fill it exactly) say anything about it, so only they count. A small batch that is slow
+    was slowed by something else (a busy CPU, a long input); cutting the limit for it would only
+    cost throughput, and at high load that lengthens the queue it was meant to shorten. A limit
+    that batches do not reach does not grow either: growing it idly would let the next burst
+    through as one oversized batch.
+
+    The window holds the latencies of the last ``window`` counted batches since the limit last
     changed, none older than ``horizon`` seconds: after a change the old figures describe a limit
-    no longer in force (without that one slow batch would cut the limit again and again). The
-    limit grows only after ``samples`` *full* batches in the window: a limit that batches do not
-    reach teaches nothing about a larger one, and growing it idly would let the next burst through
-    as one oversized batch. One batch over the budget is enough to cut (with fewer than 100
-    samples the p99 is the maximum), which is Clipper's rule: back off at the first miss, probe
-    upwards slowly.
+    no longer in force. The limit grows after ``samples`` counted batches within the budget, and
+    is cut as soon as the window's p99 is over it (with fewer than 100 batches in the window that
+    is the slowest one): Clipper's rule, back off at the first miss, probe upwards slowly.
     """
 
     slo: float
@@ -78,13 +82,13 @@ class AdaptiveBatching:
     batch_share: float = 0.5
     """Share of the SLO one batch's latency may take (see above)."""
     samples: int = 4
-    """Full batches within the budget that it takes to grow the limit once."""
+    """Counted batches within the budget that it takes to grow the limit once."""
     window: int = 32
     horizon: float = 2.0
     max_batch: int = field(init=False)
     increases: int = field(init=False, default=0)
     decreases: int = field(init=False, default=0)
-    _recent: deque[tuple[float, float, bool]] = field(init=False, repr=False)  # when, s, full
+    _recent: deque[tuple[float, float]] = field(init=False, repr=False)  # (when, latency)
 
     def __post_init__(self) -> None:
         if not self.slo > 0:
@@ -107,30 +111,30 @@ class AdaptiveBatching:
         return self.slo * self.batch_share
 
     def p99(self) -> float | None:
-        """The p99 (nearest rank) of the batch latencies in the window; None when it is empty."""
+        """The p99 (nearest rank) of the counted batch latencies; None when there are none."""
         self._expire()
         if not self._recent:
             return None
-        ordered = sorted(latency for _, latency, _ in self._recent)
+        ordered = sorted(latency for _, latency in self._recent)
         return ordered[math.ceil(0.99 * len(ordered)) - 1]
 
     def observe(self, latency: float, batch_size: int) -> None:
         """One batch came back: cut the limit if the window is over budget, else maybe grow it."""
         if batch_size > self.max_batch:
             return  # formed before the last cut (still in flight then): already acted upon
+        if batch_size < math.ceil(self.max_batch * self.decrease):
+            return  # the limit did not bind: this batch says nothing about it
         self._expire()
-        self._recent.append((self.clock.now(), latency, batch_size == self.max_batch))
+        self._recent.append((self.clock.now(), latency))
         p99 = self.p99()
         assert p99 is not None
-        full = sum(1 for _, _, was_full in self._recent if was_full)
         if p99 > self.budget:
             if self.max_batch > 1:
-                self.max_batch = max(
-                    1, min(self.max_batch - 1, int(self.max_batch * self.decrease))
-                )
+                cut = max(1, min(self.max_batch - 1, int(self.max_batch * self.decrease)))
+                self.max_batch = cut
                 self.decreases += 1
             self._recent.clear()
-        elif full >= self.samples and self.max_batch < self.max_batch_cap:
+        elif len(self._recent) >= self.samples and self.max_batch < self.max_batch_cap:
             self.max_batch = min(self.max_batch_cap, self.max_batch + self.step)
             self.increases += 1
             self._recent.clear()

@@ -117,6 +117,9 @@ def run(args: argparse.Namespace) -> int:
         return 130
     best = recommend(trials)
     console.print(_table(args, trials, best))
+    for t in trials:
+        if t.failure:
+            errors.print(f"[red]{t.instances} instance(s), batch {t.max_batch}: {t.failure}[/red]")
     config: Path | None = None
     if best is None:
         errors.print(f"[red]no configuration met p99 <= {args.slo_ms:g} ms without errors[/red]")
@@ -339,13 +342,13 @@ def _table(args: argparse.Namespace, trials: list[Trial], best: Trial | None) ->
     for name in (
         "instances",
         "threads",
-        "max batch",
-        "max delay ms",
+        "batch",
+        "delay ms",
         "req/s",
         "p50 ms",
         "p99 ms",
         "errors",
-        "meets SLO",
+        "SLO met",
     ):
         table.add_column(name, justify="right")
     for t in trials:
