@@ -13,6 +13,9 @@ from typing import Any
 import uvicorn
 import zmq.asyncio
 
+from dlproxy.autoscaling.base import create_policy as create_scaling_policy
+from dlproxy.autoscaling.controller import Controller
+from dlproxy.autoscaling.limits import Limits as ScalingLimits
 from dlproxy.batching.batcher import Outputs
 from dlproxy.batching.policy import AdaptiveBatching, BatchingPolicy, FixedBatching
 from dlproxy.caching.base import MemoryCache
@@ -28,7 +31,7 @@ from dlproxy.instances.pool import InstancePool
 from dlproxy.instances.upstream import UpstreamClient, UpstreamInstance
 from dlproxy.models.base import model_name
 from dlproxy.scheduling.base import create_policy
-from dlproxy.settings import Settings
+from dlproxy.settings import Settings, usable_cores
 from dlproxy.types import InferenceRequest
 
 log = logging.getLogger("dlproxy")
@@ -167,6 +170,40 @@ def build_cache(settings: Settings) -> TieredCache | None:
     )
 
 
+def start_autoscaler(settings: Settings, gateway: Gateway) -> asyncio.Task[None] | None:
+    """The autoscaler's loop, when ``--autoscale`` names a policy."""
+    if not settings.autoscale:
+        return None
+    name = settings.autoscale
+    options: dict[str, float] = {}
+    if name == "cost":
+        options = {"cost_per_hour": settings.instance_cost_per_hour}
+        if settings.slo_ms:
+            options["slo"] = settings.slo_ms / 1000
+    options.update(settings.scale_options)
+    create_scaling_policy(name, **options)  # fail now, not at the first tick, on a bad name
+    limits = ScalingLimits(
+        min_instances=settings.min_instances,
+        max_instances=settings.max_instances or usable_cores(),
+        down_cooldown=settings.scale_down_cooldown_s,
+    )
+    controller = Controller(
+        list(gateway.pools.values()),
+        gateway.arrivals,
+        gateway.scaling_decisions,
+        lambda: create_scaling_policy(name, **options),
+        limits,
+        settings.scale_interval_s,
+    )
+    log.info(
+        "autoscaling with %s between %d and %d instances",
+        name,
+        limits.min_instances,
+        limits.max_instances,
+    )
+    return asyncio.create_task(controller.run(), name="autoscaler")
+
+
 async def start_pools(pools: list[InstancePool], instances: int) -> None:
     """Start every instance of every model at once, local workers and remote servers; each takes
     traffic as soon as it is ready."""
@@ -231,7 +268,10 @@ async def serve(settings: Settings) -> None:
     if starting in done and starting.exception() is None:
         gateway.started = True
         log.info("ready")
+        scaling = start_autoscaler(settings, gateway)
         await serving  # until a signal: uvicorn stops accepting and finishes in-flight requests
+        if scaling is not None:
+            scaling.cancel()
     elif starting in done:
         log.error("could not start the instances: %s", starting.exception())
         server.should_exit = True

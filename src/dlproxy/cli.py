@@ -107,6 +107,18 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hedge-ms", type=float, help="also ask a second instance after this long (upstreams)"
     )
+    parser.add_argument("--autoscale", help="threshold, queue_length, predictive or cost")
+    parser.add_argument(
+        "--scale-option",
+        action="append",
+        dest="scale_options",
+        metavar="KEY=VALUE",
+        help="an option of the scaling policy (repeatable), e.g. target=4",
+    )
+    parser.add_argument("--min-instances", type=int)
+    parser.add_argument("--max-instances", type=int)
+    parser.add_argument("--scale-interval-s", type=float)
+    parser.add_argument("--scale-down-cooldown-s", type=float)
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
     parser.add_argument("--log-level")
@@ -121,10 +133,22 @@ def settings_from(args: argparse.Namespace) -> Settings:
     for key, value in vars(args).items():
         if key in ("config", "command", "handler") or value is None:
             continue
+        if key == "scale_options":
+            value = dict(_option(item) for item in value)
         if key == "weights":
             value = [float(w) for w in value.split(",")]
         values[key] = value
     return Settings(**values)
+
+
+def _option(item: str) -> tuple[str, float]:
+    key, sep, value = item.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return key.strip(), float(value)
+    except ValueError:
+        raise SystemExit(f"--scale-option takes KEY=NUMBER, got {item!r}") from None
 
 
 def _run_serve(args: argparse.Namespace) -> int:

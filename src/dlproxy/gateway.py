@@ -60,6 +60,7 @@ class Gateway:
         self.started = False  # set once the initial instances are up
         self.retries: Counter[tuple[str, str]] = Counter()
         self.arrivals: Counter[str] = Counter()  # requests per model: the autoscaler's load signal
+        self.scaling_decisions: Counter[tuple[str, str]] = Counter()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property

@@ -142,6 +142,14 @@ class GatewayCollector(Collector):
         )
         coalesced.add_metric(["all"], g.coalescer.coalesced if g.coalescer is not None else 0)
         yield coalesced
+        scaling = CounterMetricFamily(
+            "dlproxy_scaling_decisions",
+            "Autoscaler changes to a pool.",
+            labels=["model", "direction"],
+        )
+        for (model, direction), n in g.scaling_decisions.items():
+            scaling.add_metric([model, direction], n)
+        yield scaling
         yield from _cache_families(g)
 
 

@@ -91,6 +91,20 @@ class Settings(BaseSettings):
     """Most dirty write-back entries waiting for L2; beyond that a store waits for a flush."""
     coalesce: bool = True
     """Compute identical items in flight at the same time once."""
+    autoscale: str | None = None
+    """Scaling policy (threshold, queue_length, predictive, cost); none: a fixed count."""
+    scale_options: dict[str, float] = Field(default_factory=dict)
+    """Options of the scaling policy's constructor, e.g. ``{"target": 4, "stable_window": 30}``."""
+    min_instances: int = 1
+    """Fewest local instances per model the autoscaler keeps."""
+    max_instances: int | None = None
+    """Most local instances per model the autoscaler starts (default: the core count)."""
+    scale_interval_s: float = 1.0
+    """How often the autoscaler looks at the pools."""
+    scale_down_cooldown_s: float = 15.0
+    """Seconds after any change before the autoscaler removes an instance."""
+    instance_cost_per_hour: float = 1.0
+    """What one instance costs per hour, for the ``cost`` policy's reports."""
     hang_timeout_s: float = 30.0
     """A worker holding one batch longer than this is killed and its requests retried elsewhere."""
     heartbeat_timeout_s: float = 5.0

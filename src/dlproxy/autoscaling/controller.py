@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psutil
@@ -37,7 +38,8 @@ class Controller:
         self,
         pools: list[InstancePool],
         arrivals: Counter[str],
-        policy_factory: type[ScalingPolicy] | object,
+        decisions: Counter[tuple[str, str]],
+        policy_factory: Callable[[], ScalingPolicy],
         limits: Limits,
         interval: float = 1.0,
         startup_time: float = 3.0,
@@ -45,14 +47,12 @@ class Controller:
     ) -> None:
         self.pools = pools
         self.arrivals = arrivals  # requests per model, counted by the gateway as they arrive
-        self.policies: dict[str, ScalingPolicy] = {
-            pool.name: policy_factory() for pool in pools  # type: ignore[operator]
-        }
+        self.policies = {pool.name: policy_factory() for pool in pools}
         self.limits = limits
         self.interval = interval
         self.startup_time = startup_time
         self.clock = clock or MonotonicClock()
-        self.decisions: Counter[tuple[str, str]] = Counter()
+        self.decisions = decisions  # (model, "up" | "down") -> count, exported as a metric
         self._watch = {pool.name: PoolWatch(at=self.clock.now()) for pool in pools}
         self._changing: dict[str, asyncio.Task[None]] = {}
 
@@ -72,8 +72,11 @@ class Controller:
         rate = max(0.0, (requests - watch.requests) / elapsed)
         watch.requests, watch.at = requests, now
         ready = [i for i in pool.instances if i.state == "ready"]
-        service = [i.load.service_time / max(1.0, s.batch_size.sum / max(1, s.batch_size.count))
-                   for i, s in zip(pool.instances, stats, strict=True) if i.load.batches]
+        service = [
+            i.load.service_time / max(1.0, s.batch_size.sum / max(1, s.batch_size.count))
+            for i, s in zip(pool.instances, stats, strict=True)
+            if i.load.batches
+        ]
         cpu = [i.load.cpu_percent / 100 / max(1, i.threads) for i in ready]
         p99 = max((s.inference.quantile(0.99) for s in stats), default=0.0)
         return Snapshot(
@@ -105,8 +108,16 @@ class Controller:
         log.info(
             "scaling %s %s: %d -> %d (policy wants %d; rate %.1f/s, queued %d, in flight %d, "
             "cpu %.0f%%, p99 %.1f ms)",
-            pool.name, direction, current, target, wanted, snapshot.arrival_rate, snapshot.queued,
-            snapshot.inflight, snapshot.cpu * 100, snapshot.p99_latency * 1000,
+            pool.name,
+            direction,
+            current,
+            target,
+            wanted,
+            snapshot.arrival_rate,
+            snapshot.queued,
+            snapshot.inflight,
+            snapshot.cpu * 100,
+            snapshot.p99_latency * 1000,
         )
         task = asyncio.ensure_future(pool.scale_to(target))
         self._changing[pool.name] = task

@@ -293,6 +293,21 @@ def build_starlette(gateway: Gateway, metrics: RequestMetrics, auth: Authenticat
         ]
         return ORJSONResponse({"object": "list", "data": data})
 
+    async def admin_scale(request: Request) -> Response:
+        """``{"instances": n}``: add instances (they take traffic once ready) or drain some."""
+        name = request.path_params["model"]
+        pool = gateway.pools.get(name)
+        if pool is None:
+            return error(404, f"model '{name}' is not served here")
+        try:
+            wanted = orjson.loads(await request.body())["instances"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return error(400, 'send a JSON object like {"instances": 2}')
+        if not isinstance(wanted, int) or isinstance(wanted, bool) or not 0 <= wanted <= 64:
+            return error(400, f"'instances' must be an integer from 0 to 64, got {wanted!r}")
+        await pool.scale_to(wanted)
+        return ORJSONResponse({"model": name, "instances": len(pool.instances)})
+
     async def admin_instances(request: Request) -> Response:
         rows = []
         for pool in gateway.pools.values():
@@ -365,6 +380,7 @@ def build_starlette(gateway: Gateway, metrics: RequestMetrics, auth: Authenticat
         Route("/v2/models/{model}/versions/{version}/ready", model_ready),
         Route("/v1/models", openai_models),
         Route("/admin/instances", admin_instances),
+        Route("/admin/models/{model}/scale", admin_scale, methods=["POST"]),
         Route("/metrics", prometheus),
         Route("/stats", stats_json),
         Route("/dashboard", dashboard),

@@ -26,7 +26,7 @@ from dlproxy.autoscaling.base import ScalingPolicy, Snapshot
 from dlproxy.autoscaling.limits import Limits, LimitState, apply_limits
 from dlproxy.simulate.model import InstanceModel
 
-DONE, READY, WAKE, TICK = 0, 1, 2, 3
+DONE, READY, TICK = 0, 1, 2
 STARTING, IDLE, BUSY, DRAINING, STOPPED = 0, 1, 2, 3, 4
 MEMORY = 0.2  # the simulator models no memory pressure: a constant, low figure
 
@@ -99,7 +99,6 @@ class Simulation:
         self.ready: list[int] = []  # taking traffic: idle or busy, not draining
         self.idle: list[int] = []
         self.qlen = self.seen = self.tick_seen = self.inflight = self.batches = 0
-        self.wake_pending = False
         self.accepted: list[float] = []
         self.refused: list[float] = []
         self.counts: list[int] = []  # per batch: items, and when it is done
@@ -114,12 +113,23 @@ class Simulation:
 
     def run(self) -> Outcome:
         self._push(self.interval, TICK, -1)
-        self._dispatch(0.0)
-        pop, table = heapq.heappop, (self._done, self._on_ready, self._wake, self._tick)
-        while self.events:
-            t, _, kind, i = pop(self.events)
-            table[kind](t, i)
-        return self._outcome()
+        events, arr, idle, pop = self.events, self.arr, self.idle, heapq.heappop
+        handlers = (self._done, self._on_ready, self._tick)
+        while True:
+            # While an instance is idle the queue is empty, so an arrival due before the next
+            # event goes straight to it: no event is needed for it.
+            if idle and self.seen < len(arr):
+                at = arr[self.seen]
+                if not events or at < events[0][0]:
+                    self.seen += 1
+                    self.qlen += 1
+                    self.accepted.append(at)
+                    self._start_batch(idle.pop(), at)
+                    continue
+            if not events:
+                return self._outcome()
+            t, _, kind, i = pop(events)
+            handlers[kind](t, i)
 
     # -- events -------------------------------------------------------------------------------
 
@@ -133,7 +143,6 @@ class Simulation:
         else:
             self.state[i] = IDLE
             self.idle.append(i)
-            self._dispatch(t)
 
     def _on_ready(self, t: float, i: int) -> None:
         if self.state[i] != STARTING:  # cancelled while starting
@@ -141,12 +150,6 @@ class Simulation:
         self._admit(t)
         self.starting.remove(i)
         self._ready(i, t)
-        self._dispatch(t)
-
-    def _wake(self, t: float, i: int) -> None:
-        self.wake_pending = False
-        self._admit(t)
-        self._dispatch(t)
 
     def _tick(self, t: float, i: int) -> None:
         self._admit(t)
@@ -175,14 +178,6 @@ class Simulation:
                 self.refused.extend(self.arr[self.seen + take : n])
             self.qlen += take
             self.seen = n
-
-    def _dispatch(self, t: float) -> None:
-        """Idle instances take what is queued; if some stay idle, wake one at the next arrival."""
-        while self.idle and self.qlen:
-            self._start_batch(self.idle.pop(), t)
-        if self.idle and not self.wake_pending and self.seen < len(self.arr):
-            self.wake_pending = True
-            self._push(self.arr[self.seen], WAKE, -1)
 
     def _start_batch(self, i: int, t: float) -> None:
         size = min(self.qlen, self.model.max_batch)
@@ -250,9 +245,13 @@ class Simulation:
         return len(self.state) - 1
 
     def _ready(self, i: int, t: float) -> None:
-        self.state[i] = IDLE
+        """``i`` takes traffic: it starts on what is queued at once, or waits idle."""
         self.ready.append(i)
-        self.idle.append(i)
+        if self.qlen:
+            self._start_batch(i, t)
+        else:
+            self.state[i] = IDLE
+            self.idle.append(i)
 
     def _stop(self, i: int, t: float) -> None:
         self.state[i], self.stopped[i] = STOPPED, t
