@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+
 from serving import Server
 
 

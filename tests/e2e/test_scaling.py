@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
+
 from serving import Server
 
 BODY = orjson.dumps(
