@@ -475,6 +475,38 @@ def _paths(models: Sequence[str]) -> dict[str, Schema]:
                 **_errors((401, 403)),
             },
         ),
+        "/admin/models/{model}/scale": {
+            "post": {
+                "summary": "Set a model's local instance count (added ones serve once ready; "
+                "removed ones drain first).",
+                "parameters": _path_parameters(models, False),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["instances"],
+                                "properties": {
+                                    "instances": {"type": "integer", "minimum": 0, "maximum": 64}
+                                },
+                            },
+                            "example": {"instances": 2},
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"model": _STRING, "instances": {"type": "integer"}},
+                        },
+                        "The new count.",
+                    ),
+                    **_errors((400, 401, 403, 404)),
+                },
+            }
+        },
         "/metrics": get(
             "Prometheus metrics.",
             {

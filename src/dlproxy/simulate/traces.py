@@ -7,8 +7,10 @@ rate is that trace (piecewise constant), drawn with numpy in one go. The built-i
 - ``bursty``: a base rate with random bursts (2-5x, rising over 10-40 s, holding 30-120 s,
   falling over 20-60 s, one every ~5 min on average): flash crowds, which ramp, not jump.
 - ``diurnal``: a day compressed into ``period`` seconds (an hour by default): a sinusoid from
-  night (0.1x peak) to midday (peak), starting at night, with 5% noise.
+  night (0.1x peak) to midday (peak), starting at night.
 - ``file:CSV``: ``time,rate`` rows (a header line is allowed), interpolated linearly.
+
+Bursty and diurnal rates also wander slowly (5%, over about 30 s), as real load does.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def bursty_trace(
     """``base`` with bursts at random times (Poisson, ``mean_gap`` s apart on average)."""
     rng = np.random.default_rng(seed + 1)  # not the arrivals' stream
     t = np.arange(int(duration), dtype=float)
-    rates = np.full(t.size, base) * (1.0 + 0.05 * rng.standard_normal(t.size))
+    rates = np.full(t.size, base)
     start = rng.exponential(mean_gap / 2)
     while start < duration:
         rise, hold, fall = rng.uniform(10, 40), rng.uniform(30, 120), rng.uniform(20, 60)
@@ -69,7 +71,7 @@ def bursty_trace(
         shape = np.interp(t - start, [0, rise, rise + hold, rise + hold + fall], [0, 1, 1, 0])
         rates += height * np.where((t >= start) & (t <= start + rise + hold + fall), shape, 0.0)
         start += rise + hold + fall + rng.exponential(mean_gap)
-    return Trace("bursty", np.maximum(rates, 0.0))
+    return Trace("bursty", np.maximum(rates * drift(t.size, rng), 0.0))
 
 
 def diurnal_trace(
@@ -79,8 +81,20 @@ def diurnal_trace(
     rng = np.random.default_rng(seed + 1)
     t = np.arange(int(duration), dtype=float)
     shape = 0.55 - 0.45 * np.cos(2 * np.pi * t / period)
-    rates = peak * shape * (1.0 + 0.05 * rng.standard_normal(t.size))
-    return Trace("diurnal", np.maximum(rates, 0.0))
+    return Trace("diurnal", np.maximum(peak * shape * drift(t.size, rng), 0.0))
+
+
+def drift(length: int, rng: np.random.Generator, std: float = 0.05, tau: float = 30.0) -> np.ndarray:
+    """Slow random factors around 1 (AR(1), ``tau`` s correlation): real load wanders for minutes,
+    beyond the second-to-second Poisson noise that the arrivals already have."""
+    keep = float(np.exp(-1.0 / tau))
+    shocks = rng.standard_normal(length) * np.sqrt(1.0 - keep * keep)
+    walk = np.empty(length)
+    value = rng.standard_normal()
+    for k in range(length):
+        value = keep * value + shocks[k]
+        walk[k] = value
+    return 1.0 + std * walk
 
 
 def file_trace(path: Path, duration: float | None = None) -> Trace:
