@@ -190,6 +190,12 @@ def _run_tune(args: argparse.Namespace) -> int:
     return tune.run(args)
 
 
+def _run_simulate(args: argparse.Namespace) -> int:
+    from dlproxy.simulate import command
+
+    return command.run(args)
+
+
 def _run_models(args: argparse.Namespace) -> int:
     from dlproxy.models.base import BUILTIN
 
@@ -222,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         pass
     bench.set_defaults(handler=_run_bench)
+    simulate = commands.add_parser(
+        "simulate", help="compare scaling policies on a load trace, on a virtual clock"
+    )
+    from dlproxy.simulate import command as simulate_command
+
+    simulate_command.add_arguments(simulate)
+    simulate.set_defaults(handler=_run_simulate)
     tune = commands.add_parser(
         "tune", help="sweep instances x max batch x max delay; write the best config for an SLO"
     )

@@ -22,6 +22,7 @@ from dlproxy.clock import Clock, MonotonicClock
 from dlproxy.instances.pool import InstancePool
 
 log = logging.getLogger("dlproxy.autoscaling")
+_TOTAL_MEMORY = psutil.virtual_memory().total
 
 
 @dataclass
@@ -88,7 +89,10 @@ class Controller:
             arrival_rate=rate,
             service_time=sum(service) / len(service) if service else 0.0,
             cpu=sum(cpu) / len(cpu) if cpu else 0.0,
-            memory=psutil.virtual_memory().percent / 100,
+            # Per instance, as a share of the machine: adding instances must not raise it.
+            memory=(sum(i.load.rss_bytes for i in ready) / len(ready) / _TOTAL_MEMORY)
+            if ready
+            else 0.0,
             p99_latency=p99,
             startup_time=self.startup_time,
         )

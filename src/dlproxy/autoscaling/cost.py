@@ -28,7 +28,9 @@ class Cost:
         quantile: float = 0.99,
         use_forecast: bool = True,
         cs2: float = 0.5,
-        max_utilisation: float = 0.8,
+        max_utilisation: float = 1.0,
+        alpha: float = 0.5,
+        beta: float = 0.1,
         lead: float = 2.0,
         drain_time: float = 5.0,
         budget_per_hour: float = math.inf,
@@ -47,7 +49,7 @@ class Cost:
         self.lead = lead
         self.drain_time = drain_time
         self.budget_per_hour = budget_per_hour
-        self.forecast = Holt()
+        self.forecast = Holt(alpha, beta)
         self._service_time = 0.0
 
     def desired(self, snapshot: Snapshot, now: float) -> int:

@@ -64,4 +64,3 @@ class Holt:
         decline arrives.
         """
         return max(0.0, self.level, self.forecast(horizon))
-

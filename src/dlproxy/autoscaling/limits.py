@@ -48,9 +48,7 @@ class LimitState:
     last_down: float = -math.inf
 
 
-def apply_limits(
-    current: int, desired: int, now: float, limits: Limits, state: LimitState
-) -> int:
+def apply_limits(current: int, desired: int, now: float, limits: Limits, state: LimitState) -> int:
     """The count to scale to now, given the policy's ``desired``; records a change in ``state``.
 
     ``current`` is the count the pool is heading to (ready + starting, not draining). Bounds come

@@ -23,7 +23,7 @@ class Predictive:
         self,
         alpha: float = 0.5,
         beta: float = 0.1,
-        target_utilisation: float = 0.7,
+        target_utilisation: float = 0.95,
         lead: float = 2.0,
         drain_time: float = 5.0,
     ) -> None:

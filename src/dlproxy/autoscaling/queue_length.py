@@ -20,7 +20,7 @@ class QueueLength:
 
     def __init__(
         self,
-        target: float = 4.0,
+        target: float = 0.75,
         stable_window: float = 60.0,
         panic_window: float = 6.0,
         panic_threshold: float = 2.0,

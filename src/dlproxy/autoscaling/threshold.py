@@ -17,7 +17,7 @@ from dlproxy.autoscaling.base import Snapshot
 class Threshold:
     """Scale on max(CPU, memory) of the instances against ``upper`` / ``lower`` thresholds."""
 
-    def __init__(self, upper: float = 0.75, lower: float = 0.3, window: float = 5.0) -> None:
+    def __init__(self, upper: float = 0.8, lower: float = 0.4, window: float = 5.0) -> None:
         if not 0.0 < lower < upper:
             raise ValueError(
                 f"Threshold needs 0 < lower < upper (got lower={lower}, upper={upper})."

@@ -9,6 +9,7 @@ highest rate held for two minutes, **static at mean** the same at its mean rate.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,8 @@ from dlproxy.simulate.traces import Trace
 SIZING_SECONDS = 120.0  # how long a constant rate is held to size a static pool
 SIZING_BUDGET = 0.01  # the share of requests a static pool may lose and still "meet the SLO"
 INITIAL_UTILISATION = 0.7  # autoscaled runs start with the pool this busy at the first rate
+
+OnTick = Callable[[float], None] | None
 
 
 @dataclass
@@ -47,15 +50,22 @@ class Scenario:
         wanted = math.ceil(first * self.model.profile.batch_time(1) / INITIAL_UTILISATION)
         return min(max(wanted, self.limits.min_instances, 1), self.limits.max_instances)
 
-    def run_policy(self, name: str, **options: float) -> Outcome:
+    def run_policy(self, name: str, on_tick: OnTick = None, **options: float) -> Outcome:
         """Run the registered policy ``name`` (with its constructor ``options``)."""
-        return self.run(create_policy(name, **options), self.initial_instances())
+        return self.run(create_policy(name, **options), self.initial_instances(), on_tick=on_tick)
 
-    def run_static(self, instances: int) -> Outcome:
+    def run_static(self, instances: int, on_tick: OnTick = None) -> Outcome:
         limits = Limits(min_instances=instances, max_instances=instances)
-        return self.run(Static(instances), instances, limits)
+        return self.run(Static(instances), instances, limits, on_tick)
 
-    def run(self, policy: ScalingPolicy, initial: int, limits: Limits | None = None) -> Outcome:
+    def run(
+        self,
+        policy: ScalingPolicy,
+        initial: int,
+        limits: Limits | None = None,
+        on_tick: OnTick = None,
+    ) -> Outcome:
+        """Run any policy object from a pool of ``initial`` ready instances."""
         simulation = Simulation(
             self.arrivals,
             policy,
@@ -65,6 +75,7 @@ class Scenario:
             initial,
             self.interval,
             self.seed,
+            on_tick,
         )
         return simulation.run()
 

@@ -84,7 +84,9 @@ def diurnal_trace(
     return Trace("diurnal", np.maximum(peak * shape * drift(t.size, rng), 0.0))
 
 
-def drift(length: int, rng: np.random.Generator, std: float = 0.05, tau: float = 30.0) -> np.ndarray:
+def drift(
+    length: int, rng: np.random.Generator, std: float = 0.05, tau: float = 30.0
+) -> np.ndarray:
     """Slow random factors around 1 (AR(1), ``tau`` s correlation): real load wanders for minutes,
     beyond the second-to-second Poisson noise that the arrivals already have."""
     keep = float(np.exp(-1.0 / tau))
