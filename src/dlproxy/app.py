@@ -29,6 +29,7 @@ from dlproxy.instances.health import OutlierDetector
 from dlproxy.instances.local import LocalInstance
 from dlproxy.instances.pool import InstancePool
 from dlproxy.instances.upstream import UpstreamClient, UpstreamInstance
+from dlproxy.metrics import MetricsOff, RequestMetrics
 from dlproxy.models.base import model_name
 from dlproxy.scheduling.base import create_policy
 from dlproxy.settings import Settings, usable_cores
@@ -233,9 +234,10 @@ async def serve(settings: Settings) -> None:
         gateway,
         settings.max_body_bytes,
         settings.request_timeout_ms,
-        limiter,
-        settings.access_log,
-        build_authenticator(settings),
+        limiter=limiter,
+        access_log=settings.access_log,
+        metrics=RequestMetrics() if settings.metrics else MetricsOff(),
+        auth=build_authenticator(settings),
     )
     config = uvicorn.Config(
         app,

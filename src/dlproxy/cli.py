@@ -122,6 +122,13 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
     parser.add_argument("--log-level")
+    parser.add_argument(
+        "--no-metrics",
+        dest="metrics",
+        action="store_false",
+        default=None,
+        help="record no per-request metrics (to measure their cost)",
+    )
     parser.add_argument("--log-format", choices=["text", "json"])
     parser.add_argument("--access-log", action="store_true", default=None, help="log every request")
 

@@ -44,6 +44,16 @@ class RequestMetrics:
         self.rejected[model, reason] += 1
 
 
+class MetricsOff(RequestMetrics):
+    """The null object for ``--no-metrics``: records nothing (for measuring what metrics cost)."""
+
+    def record(self, model: str, protocol: str, code: int, seconds: float) -> None:
+        pass
+
+    def reject(self, model: str, reason: str) -> None:
+        pass
+
+
 def _histogram(
     name: str, doc: str, labels: list[str], series: dict[tuple[str, ...], Histogram]
 ) -> HistogramMetricFamily:

@@ -121,6 +121,8 @@ class Settings(BaseSettings):
     hedge_ms: float | None = None
     """Send a request that an upstream has not answered after this long to a second instance too,
     and take the first answer (none: no hedging)."""
+    metrics: bool = True
+    """Record per-request metrics (off only to measure what they cost)."""
     log_format: str = "text"
     """Log lines as ``text`` or ``json`` (one object per line)."""
     access_log: bool = False

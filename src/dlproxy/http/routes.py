@@ -57,12 +57,13 @@ class InferenceApp:
         default_timeout_ms: float | None = None,
         limiter: RateLimiter | None = None,
         access_log: bool = False,
+        metrics: RequestMetrics | None = None,
         auth: Authenticator | None = None,
     ) -> None:
         self.gateway = gateway
         self.max_body_bytes = max_body_bytes
         self.default_timeout_ms = default_timeout_ms
-        self.metrics = RequestMetrics()
+        self.metrics = metrics or RequestMetrics()
         self.limiter = limiter
         self.access_log = access_log
         self.auth = auth or Authenticator()
