@@ -23,13 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -39,61 +33,11 @@ from dlproxy.bench import loadgen
 from dlproxy.bench.inputs import UniqueInputs
 from dlproxy.bench.report import Report, latency_ms
 
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import Serving
+
 LOADS = {"low": 0.2, "medium": 0.5, "high": 0.85}
 FIXED = (1, 8, 32)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get_json(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        data: dict[str, Any] = json.loads(response.read())
-    return data
-
-
-class Serving:
-    """``dlproxy serve`` in a subprocess, ready on enter, stopped by its PID on exit."""
-
-    def __init__(self, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "dlproxy", "serve", "--port", str(self.port)]
-        self.process = subprocess.Popen([*command, "--log-level", "warning", *args])
-
-    def __enter__(self) -> Serving:
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"dlproxy serve exited with code {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise TimeoutError("server did not become ready")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            self.process.wait(60)
-
-    def batches(self) -> tuple[int, int]:
-        """(batches, items) the instances have computed so far."""
-        model = get_json(f"{self.url}/stats")["models"]["minilm"]
-        return int(model["batches"]), int(model["items"])
 
 
 def load(

@@ -10,79 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-DLPROXY = [sys.executable, "-m", "dlproxy"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def run_json(args: list[str]) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as out:
-        path = Path(out.name)
-    subprocess.run([*args, "--json", str(path)], check=True, stdout=subprocess.DEVNULL)
-    data: dict[str, Any] = json.loads(path.read_text())
-    path.unlink()
-    return data
-
-
-class Serving:
-    def __init__(self, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [*DLPROXY, "serve", "--port", str(self.port), "--log-level", "warning", *args]
-        )
-
-    def __enter__(self) -> Serving:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.2)
-        raise TimeoutError("server did not become ready")
-
-    def __exit__(self, *exc: object) -> None:
-        os.kill(self.process.pid, signal.SIGTERM)
-        self.process.wait(60)
-
-
-def bench(
-    url: str, model: str, concurrency: int, duration: float, protocol: str = "kserve"
-) -> dict[str, Any]:
-    return run_json(
-        [
-            *DLPROXY,
-            "bench",
-            url,
-            "--model",
-            model,
-            "--concurrency",
-            str(concurrency),
-            "--duration",
-            str(duration),
-            "--warmup",
-            "3",
-            "--protocol",
-            protocol,
-        ]
-    )
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import DLPROXY, Serving, bench, run_json
 
 
 def main() -> None:

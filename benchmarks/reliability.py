@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from foundation import DLPROXY, Serving, run_json
+from harness import DLPROXY, Serving, run_json
 
 
 def bench(url: str, *extra: str) -> dict[str, Any]:
