@@ -121,6 +121,18 @@ class Settings(BaseSettings):
     hedge_ms: float | None = None
     """Send a request that an upstream has not answered after this long to a second instance too,
     and take the first answer (none: no hedging)."""
+    backend: Literal["local", "ray"] = "local"
+    """Where instances run: ``local`` worker processes, or ``ray`` actors placed by a Ray cluster
+    (``pip install 'dlproxy[ray]'``)."""
+    ray_address: str | None = None
+    """``HOST:PORT`` of the Ray cluster's head (``ray start --head``); none: start Ray locally."""
+    ray_num_cpus: float = 1.0
+    """CPUs each Ray actor asks the cluster for (fractions allowed): how Ray packs instances."""
+    gateways: int = 1
+    """Gateway processes sharing the port (SO_REUSEPORT); each runs its own ``instances`` workers,
+    so every instance has one gateway and its load figures are exact (docs/deployment.md)."""
+    gateway_index: int = 0
+    """Which of the ``gateways`` this process is (set by the supervisor; 0 when there is one)."""
     metrics: bool = True
     """Record per-request metrics (off only to measure what they cost)."""
     log_format: str = "text"
@@ -154,6 +166,17 @@ class Settings(BaseSettings):
             raise ValueError(f"slo_ms must be > 0, got {self.slo_ms}")
         return self
 
+    @model_validator(mode="after")
+    def _scale_out_bounds(self) -> Settings:
+        """Scale-out numbers a person may mistype: say which and what is allowed."""
+        if not 1 <= self.gateways <= 64:
+            raise ValueError(f"gateways must be from 1 to 64, got {self.gateways}")
+        if self.ray_num_cpus <= 0:
+            raise ValueError(f"ray_num_cpus must be > 0, got {self.ray_num_cpus}")
+        if self.ray_address and self.backend != "ray":
+            raise ValueError("ray_address is set but backend is 'local': add --backend ray")
+        return self
+
     def resolved(self) -> Settings:
         """A copy with ``instances`` and ``threads`` chosen from the machine when unset.
 
@@ -164,8 +187,9 @@ class Settings(BaseSettings):
         if self.upstreams and not self.instances:
             instances = 0  # the upstreams serve; no local worker unless asked for
         else:
-            instances = self.instances or max(1, min(cores, 8))
-        threads = self.threads or max(1, cores // max(1, instances))
+            # With several gateways each runs its own workers: share the cores among them.
+            instances = self.instances or max(1, min(cores // self.gateways, 8))
+        threads = self.threads or max(1, cores // max(1, instances * self.gateways))
         return self.model_copy(update={"instances": instances, "threads": threads})
 
 

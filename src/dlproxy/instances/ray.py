@@ -1,0 +1,312 @@
+"""An instance as a Ray actor: placed by Ray on any node of a cluster, driven like a local worker.
+
+The actor loads the model with the same code as a worker process (``create_model``) and computes one
+``protocol.Batch`` per call, answering ``protocol.Result`` or ``Failure`` bytes, so the gateway's
+Batcher, scheduling, caching and failover are the ones local workers use. Calls are awaited as
+asyncio futures: the event loop never blocks on Ray. An actor that dies (its process, or its whole
+node) fails its in-flight batches with InstanceFailed (the gateway retries them elsewhere) and the
+pool replaces it; Ray places the new actor on a node that is still alive.
+States: starting -> ready -> (draining ->) stopped, or failed.
+
+All calls to Ray are made in this module; ``ray`` is an optional dependency (``pip install
+dlproxy[ray]``), imported only when ``--backend ray`` is chosen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayError
+
+from dlproxy.batching.batcher import Batcher, Outputs
+from dlproxy.batching.policy import BatchingPolicy
+from dlproxy.errors import InstanceFailed
+from dlproxy.instances import protocol
+from dlproxy.types import InferenceRequest, InstanceView, ModelSpec
+
+log = logging.getLogger("dlproxy.instances")
+_numbers = itertools.count(1)
+
+
+def connect(address: str | None) -> None:
+    """Join the Ray cluster at ``address`` (``HOST:PORT`` of its head), or start a local one.
+
+    Called once, before the gateway serves: the only blocking Ray call the gateway makes."""
+    if ray.is_initialized():
+        return
+    ray.init(
+        address=address,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    resources = ray.cluster_resources()
+    log.info(
+        "joined the Ray cluster at %s: %d node(s), %s CPU(s)",
+        address or "(started locally)",
+        len([n for n in ray.nodes() if n.get("Alive")]),
+        resources.get("CPU", 0),
+    )
+
+
+class ModelActor:
+    """The body of a Ray actor: one model, one batch at a time (as a worker process)."""
+
+    def __init__(self, reference: str, threads: int) -> None:
+        from dlproxy.models.base import create_model
+        from dlproxy.worker.main import LoadMeter
+
+        self.model = create_model(reference, threads=threads)
+        self.model.load()
+        self.meter = LoadMeter()
+
+    def ready(self) -> tuple[bytes, str, str]:
+        """The Ready message, the node id and the node's name (``ray start --node-name``)."""
+        node_id = ray.get_runtime_context().get_node_id()
+        name = next(
+            (n.get("NodeName", "") for n in ray.nodes() if n.get("NodeID") == node_id), ""
+        )
+        message = protocol.Ready(pid=os.getpid(), spec=self.model.spec)
+        return protocol.encode(message), node_id, name
+
+    def run(self, data: bytes) -> bytes:
+        """Compute one encoded Batch; a model error is answered, never raised (as a worker does)."""
+        batch = protocol.decode_to_worker(data)
+        assert isinstance(batch, protocol.Batch)
+        started = time.perf_counter()
+        try:
+            inputs = {name: protocol.from_wire(t) for name, t in batch.inputs.items()}
+            outputs = self.model.predict(inputs, batch.parameters)
+            wire = {name: protocol.to_wire(array) for name, array in outputs.items()}
+        except Exception as exc:
+            bad_input = isinstance(exc, ValueError | TypeError | KeyError | UnicodeDecodeError)
+            load = self.meter.update(time.perf_counter() - started)
+            failure = protocol.Failure(batch.id, f"{type(exc).__name__}: {exc}", bad_input, load)
+            return protocol.encode(failure)
+        load = self.meter.update(time.perf_counter() - started)
+        return protocol.encode(protocol.Result(batch.id, wire, load))
+
+
+_RemoteActor: Any = None
+
+
+def _actor_class() -> Any:
+    """``ray.remote(ModelActor)``, made once (and only when a Ray instance is made)."""
+    global _RemoteActor
+    if _RemoteActor is None:
+        _RemoteActor = ray.remote(ModelActor)
+    return _RemoteActor
+
+
+class RayInstance:
+    """One Ray actor serving one model."""
+
+    def __init__(
+        self,
+        reference: str,
+        *,
+        threads: int,
+        max_queue_items: int,
+        batching: BatchingPolicy,
+        num_cpus: float = 1.0,
+        depth: int = 2,
+        weight: float = 1.0,
+        name: str | None = None,
+        start_timeout: float = 300.0,
+        hang_timeout: float = 30.0,
+        max_queue_wait: float | None = None,
+    ) -> None:
+        self.id = name or f"r{next(_numbers)}"
+        self.reference = reference
+        self.threads = threads
+        self.num_cpus = num_cpus
+        self.weight = weight
+        self.state = "starting"
+        self.hung = 0
+        self.pid: int | None = None
+        self.node: str | None = None
+        self.node_id: str | None = None
+        self.spec: ModelSpec | None = None
+        self.latency_ewma = 0.0
+        self.load = protocol.Load()
+        self.start_timeout = start_timeout
+        self.hang_timeout = hang_timeout
+        self.on_failure: Callable[[Any, list[Any]], None] = lambda instance, orphans: None
+        self._actor: Any = None
+        self._ids = itertools.count(1)
+        self._pending: dict[asyncio.Future[Any], float] = {}  # future -> when it was sent
+        self._watchdog: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._loop = asyncio.get_running_loop()
+        self.batcher = Batcher(
+            self._send, max_queue_items, batching, depth, self._observe, max_queue_wait
+        )
+
+    def view(self) -> InstanceView:
+        return InstanceView(
+            self.id,
+            self.weight,
+            self.batcher.inflight,
+            self.batcher.queued,
+            self.latency_ewma,
+            self.state == "ready",
+        )
+
+    def submit(
+        self, request: InferenceRequest, parameters: dict[str, Any]
+    ) -> asyncio.Future[Outputs]:
+        return self.batcher.submit(request, parameters)
+
+    async def start(self) -> None:
+        """Create the actor (Ray places it, spreading instances over nodes) and wait until its
+        model is loaded; raises if it cannot be placed or dies first."""
+        self.state = "starting"
+        self._actor = (
+            _actor_class()
+            .options(
+                num_cpus=self.num_cpus,
+                scheduling_strategy="SPREAD",
+                max_restarts=0,  # the pool replaces it, failing over what it held
+                runtime_env=_runtime_env(),
+            )
+            .remote(self.reference, self.threads)
+        )
+        try:
+            async with asyncio.timeout(self.start_timeout):
+                ready, self.node_id, node_name = await _awaitable(self._actor.ready.remote())
+        except (RayError, TimeoutError) as exc:
+            await self._kill()
+            self.state = "failed"
+            reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}"
+            raise RuntimeError(
+                f"Ray actor for '{self.reference}' did not start ({reason}): is there a node with "
+                f"{self.num_cpus} free CPU(s) (--ray-num-cpus)?"
+            ) from exc
+        message = protocol.decode_from_worker(ready)
+        assert isinstance(message, protocol.Ready)
+        self.pid = message.pid
+        self.spec = message.spec
+        self.node = node_name or self.node_id
+        self.state = "ready"
+        self._watchdog = asyncio.create_task(self._watch(), name=f"watchdog {self.id}")
+        log.info(
+            "instance %s ready (Ray actor, node %s, pid %s, model %s)",
+            self.id,
+            self.node,
+            self.pid,
+            self.reference,
+        )
+
+    async def stop(self, drain: bool = True, drain_seconds: float = 30.0) -> None:
+        """Stop taking requests, finish what is held (when ``drain``), then kill the actor."""
+        if self.state != "failed":
+            self.state = "draining"
+        self.batcher.open = False
+        if drain:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(drain_seconds):
+                    await self.batcher.wait_idle()
+        self._stopping = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._fail_pending(f"instance {self.id} was stopped")
+        await self._kill()
+        self.state = "stopped"
+
+    # --- the channel ------------------------------------------------------------------------
+
+    def _send(
+        self, inputs: dict[str, Any], parameters: dict[str, Any]
+    ) -> asyncio.Future[protocol.Result | protocol.Failure]:
+        """The Batcher's send: one actor call per batch; the future always settles."""
+        future: asyncio.Future[protocol.Result | protocol.Failure] = self._loop.create_future()
+        if self._actor is None or self.state == "failed":
+            future.set_exception(InstanceFailed(f"instance {self.id} is not running"))
+            return future
+        wire = {name: protocol.to_wire(array) for name, array in inputs.items()}
+        data = protocol.encode(protocol.Batch(next(self._ids), wire, parameters))
+        self._pending[future] = time.monotonic()
+        call = _awaitable(self._actor.run.remote(data))
+        call.add_done_callback(lambda done: self._settle(future, done))
+        return future
+
+    def _settle(self, future: asyncio.Future[Any], call: asyncio.Future[bytes]) -> None:
+        self._pending.pop(future, None)
+        if future.done():  # failed already (the actor was declared dead or hung)
+            if not call.cancelled():
+                call.exception()
+            return
+        if call.cancelled():
+            future.set_exception(InstanceFailed(f"instance {self.id}: the call was cancelled"))
+            return
+        exc = call.exception()
+        if exc is None:
+            message = protocol.decode_from_worker(call.result())
+            if isinstance(message, protocol.Result | protocol.Failure):
+                self.load = message.load
+            future.set_result(message)
+            return
+        future.set_exception(InstanceFailed(f"instance {self.id} failed: {exc}".splitlines()[0]))
+        if isinstance(exc, RayActorError):
+            self._failed(f"its actor died ({type(exc).__name__})")
+        else:  # Ray could not run the call (the method itself never raises): replace it
+            self._failed(f"a call failed: {type(exc).__name__}")
+
+    def _observe(self, size: int, latency: float) -> None:
+        self.latency_ewma = (
+            latency if self.latency_ewma == 0.0 else 0.8 * self.latency_ewma + 0.2 * latency
+        )
+
+    # --- failure ----------------------------------------------------------------------------
+
+    def _failed(self, reason: str) -> None:
+        """Once: stop taking work, fail over what is held, and let the pool replace us."""
+        if self.state in ("failed", "stopped") or self._stopping:
+            return
+        log.warning("instance %s (node %s) %s; failing over", self.id, self.node, reason)
+        self.state = "failed"
+        orphans = self.batcher.drain_queue()
+        self._fail_pending(f"instance {self.id} {reason}")
+        self.on_failure(self, orphans)
+
+    def _fail_pending(self, reason: str) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending:
+            if not future.done():
+                future.set_exception(InstanceFailed(reason))
+
+    async def _watch(self) -> None:
+        """Replace an actor that holds one batch longer than ``hang_timeout`` (Ray itself reports
+        an actor or node that dies)."""
+        while True:
+            await asyncio.sleep(min(1.0, self.hang_timeout / 4))
+            oldest = min(self._pending.values(), default=None)
+            if oldest is not None and time.monotonic() - oldest > self.hang_timeout:
+                self.hung += 1
+                self._failed(f"held a batch for more than {self.hang_timeout:.1f} s")
+                return
+
+    async def _kill(self) -> None:
+        actor, self._actor = self._actor, None
+        if actor is not None:
+            with contextlib.suppress(RayError, ValueError):
+                await asyncio.to_thread(ray.kill, actor, no_restart=True)
+
+
+def _awaitable(ref: Any) -> asyncio.Future[Any]:
+    """An ObjectRef as an asyncio future of this loop (Ray settles it from its own thread)."""
+    return asyncio.wrap_future(ref.future())
+
+
+def _runtime_env() -> dict[str, Any] | None:
+    """Actors use the gateway's model cache directory (``DLPROXY_HOME``) when it sets one."""
+    home = os.environ.get("DLPROXY_HOME")
+    return {"env_vars": {"DLPROXY_HOME": home}} if home else None
