@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import signal
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 import zmq.asyncio
@@ -35,6 +36,9 @@ from dlproxy.scheduling.base import create_policy
 from dlproxy.settings import Settings, usable_cores
 from dlproxy.types import InferenceRequest
 
+if TYPE_CHECKING:
+    from dlproxy.instances.ray import RayInstance
+
 log = logging.getLogger("dlproxy")
 
 
@@ -60,10 +64,21 @@ def build_pools(settings: Settings, context: zmq.asyncio.Context) -> list[Instan
     pools = []
     client = UpstreamClient()  # one HTTP session for every upstream, opened when one starts
     upstream_weights = (settings.weights or [])[settings.instances or 0 :]
+    numbers = itertools.count(1)
     for reference in settings.models:
         weights = iter(settings.weights or [])
 
-        def factory(reference: str = reference, weights: object = weights) -> LocalInstance:
+        def factory(
+            reference: str = reference, weights: object = weights
+        ) -> LocalInstance | RayInstance:
+            name = instance_name(settings, next(numbers))
+            if settings.backend == "ray":
+                return build_ray_instance(
+                    settings,
+                    reference,
+                    next(weights, 1.0),  # type: ignore[call-overload]
+                    name,
+                )
             return LocalInstance(
                 context,
                 reference,
@@ -77,6 +92,7 @@ def build_pools(settings: Settings, context: zmq.asyncio.Context) -> list[Instan
                 hang_timeout=settings.hang_timeout_s,
                 heartbeat_timeout=settings.heartbeat_timeout_s,
                 weight=next(weights, 1.0),  # type: ignore[call-overload]
+                name=name,
             )
 
         pool = InstancePool(model_name(reference), create_policy(settings.policy), factory)
@@ -93,6 +109,56 @@ def build_pools(settings: Settings, context: zmq.asyncio.Context) -> list[Instan
         ]
         pools.append(pool)
     return pools
+
+
+def instance_name(settings: Settings, number: int) -> str | None:
+    """With several gateways an instance id names its gateway (``g2.w1``), so the
+    ``X-Dlproxy-Instance`` header shows which gateway answered; else the instance's default."""
+    if settings.gateways == 1:
+        return None
+    kind = "r" if settings.backend == "ray" else "w"
+    return f"g{settings.gateway_index}.{kind}{number}"
+
+
+def build_ray_instance(
+    settings: Settings, reference: str, weight: float, name: str | None
+) -> RayInstance:
+    """One Ray actor as an instance, batched and failed over like a local worker."""
+    from dlproxy.instances.ray import RayInstance
+
+    return RayInstance(
+        reference,
+        threads=settings.threads or 1,
+        max_queue_items=settings.max_queue,
+        batching=build_batching(settings),
+        num_cpus=settings.ray_num_cpus,
+        depth=settings.pipeline_depth,
+        weight=weight,
+        name=name,
+        hang_timeout=settings.hang_timeout_s,
+        max_queue_wait=settings.max_queue_wait_ms / 1000 if settings.max_queue_wait_ms else None,
+    )
+
+
+def connect_backend(settings: Settings) -> None:
+    """Join the Ray cluster (``--backend ray``) before any instance is made; a no-op for local."""
+    if settings.backend != "ray":
+        return
+    try:
+        from dlproxy.instances.ray import connect
+    except ImportError:
+        raise SystemExit(
+            "dlproxy serve: --backend ray needs Ray: pip install 'dlproxy[ray]'"
+        ) from None
+    connect(settings.ray_address)
+
+
+def disconnect_backend(settings: Settings) -> None:
+    """Leave the Ray cluster once every actor is stopped (a no-op for local)."""
+    if settings.backend == "ray":
+        import ray
+
+        ray.shutdown()
 
 
 def build_batching(settings: Settings) -> BatchingPolicy:
@@ -217,6 +283,7 @@ async def start_pools(pools: list[InstancePool], instances: int) -> None:
 async def serve(settings: Settings) -> None:
     """Listen at once (not ready until the models are loaded), serve until SIGINT/SIGTERM, drain."""
     settings = settings.resolved()
+    connect_backend(settings)
     context = zmq.asyncio.Context()
     pools = build_pools(settings, context)
     gateway = Gateway(
@@ -262,7 +329,12 @@ async def serve(settings: Settings) -> None:
         settings.threads,
         settings.policy,
     )
-    serving = asyncio.create_task(server.serve(), name="http server")
+    sockets = None
+    if settings.gateways > 1:  # one of several gateways: the kernel spreads connections
+        from dlproxy.multigateway import reuse_port_socket
+
+        sockets = [reuse_port_socket(settings.host, settings.port)]
+    serving = asyncio.create_task(server.serve(sockets=sockets), name="http server")
     starting = asyncio.create_task(
         start_pools(pools, settings.instances or 0), name="start instances"
     )
@@ -284,6 +356,7 @@ async def serve(settings: Settings) -> None:
             await starting
     await gateway.close()
     context.term()
+    disconnect_backend(settings)
     if serving.done() and serving.exception() is not None:
         raise serving.exception()  # type: ignore[misc]
     if starting.done() and not starting.cancelled() and starting.exception() is not None:

@@ -107,6 +107,16 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hedge-ms", type=float, help="also ask a second instance after this long (upstreams)"
     )
+    parser.add_argument(
+        "--backend", choices=["local", "ray"], help="instances as local processes or Ray actors"
+    )
+    parser.add_argument(
+        "--ray-address", metavar="HOST:PORT", help="Ray cluster head (default: start Ray here)"
+    )
+    parser.add_argument("--ray-num-cpus", type=float, help="CPUs each Ray actor asks for")
+    parser.add_argument(
+        "--gateways", type=int, help="gateway processes sharing the port (SO_REUSEPORT)"
+    )
     parser.add_argument("--autoscale", help="threshold, queue_length, predictive or cost")
     parser.add_argument(
         "--scale-option",
@@ -170,6 +180,10 @@ def _run_serve(args: argparse.Namespace) -> int:
             print(f"dlproxy serve: {where}{message}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    if settings.gateways > 1:
+        from dlproxy.multigateway import supervise
+
+        return supervise(settings)
     try:
         import uvloop
 

@@ -320,6 +320,7 @@ def build_starlette(gateway: Gateway, metrics: RequestMetrics, auth: Authenticat
                         "reference": instance.reference,
                         "state": instance.state,
                         "pid": instance.pid,
+                        "node": getattr(instance, "node", None),  # Ray actors: the cluster node
                         "threads": instance.threads,
                         "weight": instance.weight,
                         "inflight": instance.batcher.inflight,
@@ -340,7 +341,8 @@ def build_starlette(gateway: Gateway, metrics: RequestMetrics, auth: Authenticat
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def stats_json(request: Request) -> Response:
-        return ORJSONResponse(stats(gateway, metrics))
+        # gateway_pid: which of several gateways (--gateways N) answered.
+        return ORJSONResponse({**stats(gateway, metrics), "gateway_pid": os.getpid()})
 
     document = orjson.dumps(
         openapi.document(list(gateway.pools), auth.keys_required, auth.admin_token_set)

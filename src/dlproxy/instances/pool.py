@@ -20,9 +20,11 @@ from dlproxy.scheduling.base import NoHealthyInstance, SchedulingPolicy
 from dlproxy.types import InferenceRequest, ModelSpec
 
 if TYPE_CHECKING:
+    from dlproxy.instances.ray import RayInstance
     from dlproxy.instances.upstream import UpstreamInstance
 
-    Instance = LocalInstance | UpstreamInstance
+    Made = LocalInstance | RayInstance  # what the factory makes: worker processes or Ray actors
+    Instance = LocalInstance | RayInstance | UpstreamInstance
 
 log = logging.getLogger("dlproxy.pool")
 
@@ -32,7 +34,7 @@ class InstancePool:
         self,
         name: str,
         policy: SchedulingPolicy,
-        factory: Callable[[], LocalInstance],
+        factory: Callable[[], Made],
         restart_delay: float = 0.5,
     ) -> None:
         self.name = name
@@ -74,7 +76,7 @@ class InstancePool:
     def ready(self) -> bool:
         return any(i.state == "ready" for i in self.instances)
 
-    async def add(self) -> LocalInstance:
+    async def add(self) -> Made:
         """Start one more instance; it gets traffic only once its model is loaded."""
         instance = self._factory()
         instance.on_failure = self._on_failure
@@ -123,7 +125,7 @@ class InstancePool:
             task.cancel()
         await asyncio.gather(*(i.stop(drain=True) for i in self.instances), return_exceptions=True)
 
-    def _on_failure(self, instance: LocalInstance, orphans: list[Pending]) -> None:
+    def _on_failure(self, instance: Made, orphans: list[Pending]) -> None:
         for pending in orphans:
             self._resubmit(pending, exclude=frozenset({instance.id}))
         if not self._closing:
@@ -140,7 +142,7 @@ class InstancePool:
             return
         moved.add_done_callback(lambda done: _chain(done, pending.future))
 
-    async def _restart(self, instance: LocalInstance) -> None:
+    async def _restart(self, instance: Made) -> None:
         await asyncio.sleep(self._restart_delay)
         await instance.stop(drain=False)
         if instance in self.instances and not self._closing:

@@ -71,9 +71,7 @@ class ModelActor:
     def ready(self) -> tuple[bytes, str, str]:
         """The Ready message, the node id and the node's name (``ray start --node-name``)."""
         node_id = ray.get_runtime_context().get_node_id()
-        name = next(
-            (n.get("NodeName", "") for n in ray.nodes() if n.get("NodeID") == node_id), ""
-        )
+        name = next((n.get("NodeName", "") for n in ray.nodes() if n.get("NodeID") == node_id), "")
         message = protocol.Ready(pid=os.getpid(), spec=self.model.spec)
         return protocol.encode(message), node_id, name
 
