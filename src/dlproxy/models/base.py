@@ -61,6 +61,10 @@ def model_name(reference: str) -> str:
     name, _ = split_reference(reference)
     if name in BUILTIN:
         return name
+    if (folder := _compressed_directory(name)) is not None:
+        from dlproxy.models.directory import read_metadata
+
+        return str(read_metadata(folder)["model"])
     if name.endswith(".onnx"):
         return Path(name).stem
     return name.rpartition(":")[2].lower() or name
@@ -73,6 +77,10 @@ def create_model(reference: str, threads: int = 1) -> Model:
         cls = import_from_string(BUILTIN[name])
         model: Model = cls(variant=variant or None, threads=threads)
         return model
+    if (folder := _compressed_directory(name)) is not None:
+        from dlproxy.models.directory import load_directory
+
+        return load_directory(folder, threads=threads)
     if name.endswith(".onnx"):
         from dlproxy.models.onnx import OnnxFileModel
 
@@ -85,3 +93,10 @@ def create_model(reference: str, threads: int = 1) -> Model:
         f"Unknown model '{reference}': use a built-in name ({', '.join(sorted(BUILTIN))}), "
         "a path to an .onnx file, or 'module:Class'."
     )
+
+
+def _compressed_directory(name: str) -> Path | None:
+    """The folder ``dlproxy compress`` wrote, given as it or its ONNX file (see models/directory.py)."""
+    from dlproxy.models.directory import find_directory
+
+    return find_directory(name)
