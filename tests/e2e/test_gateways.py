@@ -1,0 +1,72 @@
+"""``dlproxy serve --gateways 2``: two gateway processes answer on one port (SO_REUSEPORT), and
+SIGTERM stops both gracefully: requests in flight are answered, no process is left behind."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from serving import Server
+
+pytestmark = pytest.mark.slow
+
+
+def infer(url: str, text: str, delay_ms: int = 0) -> httpx.Response:
+    """One request on a new connection (the kernel picks a gateway per connection)."""
+    body = {
+        "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}],
+        "parameters": {"delay_ms": delay_ms},
+    }
+    with httpx.Client(timeout=30) as client:
+        return client.post(f"{url}/v2/models/echo/infer", json=body)
+
+
+def test_two_gateways_share_one_port_and_stop_together_on_sigterm(tmp_path: Path) -> None:
+    server = Server(
+        "--model", "echo", "--gateways", "2", "--instances", "1", log=tmp_path / "server.log"
+    ).wait_ready()
+    try:
+        supervisor = psutil.Process(server.process.pid)
+        gateway_pids = {
+            p.pid for p in supervisor.children() if "resource_tracker" not in " ".join(p.cmdline())
+        }
+        assert len(gateway_pids) == 2
+        answered_by: set[int] = set()
+        instances: set[str] = set()
+        for i in range(200):  # new connections until both gateways have answered
+            with httpx.Client(timeout=10) as client:
+                stats = client.get(f"{server.url}/stats")
+            response = infer(server.url, f"hello {i}")
+            if response.status_code == 503:  # that gateway is still starting its worker
+                time.sleep(0.05)
+                continue
+            assert response.status_code == 200, response.text
+            assert response.json()["outputs"][0]["data"] == [f"hello {i}"]
+            answered_by.add(stats.json()["gateway_pid"])
+            instances.add(response.headers["x-dlproxy-instance"].split(".")[0])
+            if len(answered_by) == 2 and len(instances) == 2:
+                break
+        assert answered_by == gateway_pids
+        assert instances == {"g1", "g2"}  # each gateway computes with its own worker
+
+        everything = [*supervisor.children(recursive=True), supervisor]
+        with ThreadPoolExecutor(8) as pool:
+            slow = [pool.submit(infer, server.url, f"slow {k}", 1500) for k in range(8)]
+            time.sleep(0.5)  # the requests are in the gateways now
+            server.process.send_signal(signal.SIGTERM)
+            codes = [future.result().status_code for future in slow]
+        assert codes == [200] * 8  # drained, not dropped
+        assert server.process.wait(60) == 0
+        _, alive = psutil.wait_procs(everything, timeout=10)
+        assert alive == []  # gateways and their workers are all gone
+    finally:
+        server.stop()
