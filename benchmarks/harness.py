@@ -40,10 +40,18 @@ def run_json(args: list[str]) -> dict[str, Any]:
     return data
 
 
+def _exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 class Serving:
     """``dlproxy serve`` in a subprocess, ready on enter, stopped by its PID on exit."""
 
     def __init__(self, *args: str) -> None:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            # A benchmark stopped with SIGTERM unwinds (and stops its servers) like one stopped
+            # with Ctrl-C, instead of leaving them orphaned.
+            signal.signal(signal.SIGTERM, _exit)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
