@@ -66,8 +66,12 @@ def overload(seconds: float, max_wait_ms: float) -> dict[str, Any]:
     return out
 
 
-def soak(seconds: float, rate: float) -> dict[str, Any]:
+def soak(seconds: float, rate: float | None) -> dict[str, Any]:
+    """RSS growth over ``seconds`` at ``rate`` (default: 70 % of capacity, measured here first)."""
     with Serving("--instances", "2") as server:
+        if rate is None:
+            capacity = bench(server.url, "--concurrency", "32", "--duration", "15")
+            rate = 0.7 * capacity["throughput_rps"]
         bench(server.url, "--rate", str(rate), "--duration", "20")  # warm: first allocations
         processes = [psutil.Process(server.process.pid), *workers(server)]
         before = [p.memory_info().rss for p in processes]
@@ -97,7 +101,8 @@ def main() -> None:
     if args.overload:
         results["overload"] = overload(args.overload, args.max_queue_wait_ms)
     if args.soak:
-        rate = 0.7 * results.get("overload", {}).get("capacity_rps", 600)
+        capacity = results.get("overload", {}).get("capacity_rps")
+        rate = 0.7 * capacity if capacity else None
         results["soak"] = soak(args.soak, rate)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
