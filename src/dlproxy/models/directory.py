@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dlproxy.models.base import Model
-from dlproxy.models.builtin.minilm import MiniLM, _session, load_tokenizer
+from dlproxy.models.builtin.minilm import MiniLM
 from dlproxy.models.onnx import OnnxFileModel
 
 METADATA = "dlproxy.json"
@@ -64,13 +64,11 @@ class MiniLMFile(MiniLM):
         self.path = path
         self.spec = replace(self.spec, version=version)
 
-    def load(self) -> None:
-        """Tokenizer plus a session on ``path``; nothing is exported."""
+    def onnx_file(self) -> Path:
+        """The directory's graph: nothing is exported."""
         if not self.path.is_file():
             raise FileNotFoundError(f"No ONNX file at {self.path}.")
-        self._tokenizer = load_tokenizer()
-        self._session = _session(self.path, self.threads)
-        self.embed(["Warm-up: the first run allocates buffers."])
+        return self.path
 
 
 class NamedOnnxModel(OnnxFileModel):

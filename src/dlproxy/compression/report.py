@@ -1,0 +1,183 @@
+"""Original vs compressed, measured in one run: file size, throughput, latency, quality.
+
+Both models are loaded in this process and timed through ``Model.predict``, as a worker calls it
+(decoding and tokenizing included), on the same items. Each round is one pass over the same
+batches, so both models see the same sentence lengths. The machine is shared, so the two are
+timed in alternating rounds and each keeps its best round: a burst of load from another process
+then hits both rather than skewing the ratio.
+- throughput: items/s at batch 32 (every full batch of the quality items once), best round;
+- latency: batch-1 p50 in ms over the first LATENCY_ITEMS items, lowest round median.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlproxy.models.base import Model
+
+THROUGHPUT_BATCH = 32
+LATENCY_ITEMS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One model's figures."""
+
+    file_bytes: int
+    throughput: float  # items/s at batch THROUGHPUT_BATCH
+    latency_p50_ms: float  # batch of one item
+
+
+@dataclass(slots=True)
+class Report:
+    """A compression run; ``to_dict`` is the ``--json`` object (keys in ``compress``'s docs)."""
+
+    model: str
+    method: str
+    out: str
+    threads: int
+    original: Measurement
+    compressed: Measurement
+    quality: dict[str, float]
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def speedup(self) -> float:
+        """Compressed throughput over original throughput."""
+        return self.compressed.throughput / self.original.throughput
+
+    @property
+    def size_ratio(self) -> float:
+        """Compressed file size over original file size."""
+        return self.compressed.file_bytes / self.original.file_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "model": self.model,
+            "method": self.method,
+            "out": self.out,
+            "threads": self.threads,
+            "original": _rounded(asdict(self.original)),
+            "compressed": _rounded(asdict(self.compressed)),
+            "speedup": round(self.speedup, 3),
+            "size_ratio": round(self.size_ratio, 3),
+            "latency_ratio": round(
+                self.compressed.latency_p50_ms / self.original.latency_p50_ms, 3
+            ),
+            "quality": {k: round(v, 5) for k, v in self.quality.items()},
+            "details": self.details,
+            "seconds": round(self.seconds, 1),
+        }
+        return data
+
+
+Tick = Callable[[], None]
+
+
+def measure(
+    original: Model,
+    compressed: Model,
+    workload: dict[str, np.ndarray],
+    files: tuple[Path, Path],
+    rounds: int = 3,
+    tick: Tick = lambda: None,
+) -> tuple[Measurement, Measurement]:
+    """Time both models in ``rounds`` alternating rounds; ``tick`` is called after each part."""
+    throughput: dict[int, float] = {0: 0.0, 1: 0.0}
+    latency: dict[int, float] = {0: float("inf"), 1: float("inf")}
+    wide = _batches(workload, THROUGHPUT_BATCH)
+    single = _batches(workload, 1)[:LATENCY_ITEMS]
+    for model in (original, compressed):  # warm-up: buffers for both shapes
+        model.predict(wide[0], {})
+        model.predict(single[0], {})
+    for _ in range(rounds):
+        for index, model in enumerate((original, compressed)):
+            durations = _time(model, wide)
+            rate = THROUGHPUT_BATCH * len(durations) / sum(durations)
+            throughput[index] = max(throughput[index], rate)
+            tick()
+            durations = _time(model, single)
+            latency[index] = min(latency[index], statistics.median(durations) * 1000)
+            tick()
+    return tuple(  # type: ignore[return-value]
+        Measurement(path.stat().st_size, throughput[i], latency[i]) for i, path in enumerate(files)
+    )
+
+
+def parts(rounds: int) -> int:
+    """How many ``tick`` calls ``measure`` makes: the progress bar's total."""
+    return rounds * 4
+
+
+def print_report(report: Report) -> None:
+    """The side-by-side table, then the quality figures, on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"{report.model}: {report.method} ({report.threads} thread(s))", title_justify="left"
+    )
+    for column in ("", "original", "compressed", "ratio"):
+        table.add_column(column, justify="right" if column else "left")
+    o, c = report.original, report.compressed
+    table.add_row(
+        "file size", _size(o.file_bytes), _size(c.file_bytes), f"{report.size_ratio:.2f}x"
+    )
+    table.add_row(
+        f"throughput (items/s, batch {THROUGHPUT_BATCH})",
+        f"{o.throughput:.0f}",
+        f"{c.throughput:.0f}",
+        f"{report.speedup:.2f}x",
+    )
+    table.add_row(
+        "latency p50 (ms, batch 1)",
+        f"{o.latency_p50_ms:.2f}",
+        f"{c.latency_p50_ms:.2f}",
+        f"{c.latency_p50_ms / o.latency_p50_ms:.2f}x",
+    )
+    for key, value in report.quality.items():
+        table.add_row(key.replace("_", " "), "", f"{value:.4f}", "")
+    console = Console()
+    console.print(table)
+    if report.details:
+        console.print(", ".join(f"{k}: {v}" for k, v in report.details.items()))
+    console.print(f"written to {report.out}")
+
+
+def _time(model: Model, batches: list[dict[str, np.ndarray]]) -> list[float]:
+    """Per-call durations of one pass over ``batches``."""
+    durations: list[float] = []
+    for inputs in batches:
+        t0 = time.perf_counter()
+        model.predict(inputs, {})
+        durations.append(time.perf_counter() - t0)
+    return durations
+
+
+def _batches(workload: dict[str, np.ndarray], size: int) -> list[dict[str, np.ndarray]]:
+    """Consecutive full batches of ``size`` rows (at least one, wrapping around if short)."""
+    count = len(next(iter(workload.values())))
+    starts = range(0, max(count - size + 1, 1), size)
+    return [
+        {
+            k: np.resize(v, (max(count, size), *v.shape[1:]))[s : s + size]
+            for k, v in workload.items()
+        }
+        for s in starts
+    ]
+
+
+def _rounded(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in values.items()}
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e6:.1f} MB"
