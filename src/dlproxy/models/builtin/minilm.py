@@ -194,8 +194,12 @@ class MiniLM(Model):
             torch.set_num_threads(self.threads)
             self._torch_model = _pooled_bert()
         else:
-            self._session = _session(export(self.variant), self.threads)
+            self._session = _session(self.onnx_file(), self.threads)
         self.embed(["Warm-up: the first run allocates buffers."])
+
+    def onnx_file(self) -> Path:
+        """The graph to run (exported first if needed); a compressed variant gives its own."""
+        return export(self.variant)
 
     def predict(
         self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]
