@@ -211,6 +211,12 @@ def _run_tune(args: argparse.Namespace) -> int:
     return tune.run(args)
 
 
+def _run_compress(args: argparse.Namespace) -> int:
+    from dlproxy.compression import command
+
+    return command.run(args)
+
+
 def _run_simulate(args: argparse.Namespace) -> int:
     from dlproxy.simulate import command
 
@@ -266,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         pass
     tune.set_defaults(handler=_run_tune)
+    compress = commands.add_parser(
+        "compress", help="quantize or prune a model into a servable variant, with a measured report"
+    )
+    from dlproxy.compression import command as compress_command
+
+    compress_command.add_arguments(compress)
+    compress.set_defaults(handler=_run_compress)
     models = commands.add_parser("models", help="list built-in models; --export to prepare them")
     models.add_argument(
         "--export", nargs="*", metavar="NAME[:VARIANT]", help="load (and export) these"
