@@ -283,6 +283,7 @@ def _schemas(models: Sequence[str]) -> dict[str, Schema]:
                 "latency_ewma_ms": _NUMBER,
                 "batches": _COUNT,
                 "items": _COUNT,
+                "batch_limit": _COUNT,
                 "service_time_ms": _NUMBER,
                 "cpu_percent": {"type": "number", "nullable": True},
                 "rss_bytes": {"type": "integer", "nullable": True},

@@ -328,6 +328,8 @@ def build_starlette(gateway: Gateway, metrics: RequestMetrics, auth: Authenticat
                         "latency_ewma_ms": round(instance.latency_ewma * 1000, 3),
                         "batches": instance.batcher.statistics().batches,
                         "items": instance.batcher.statistics().items,
+                        # What batching/policy.py allows now (moves under --batching adaptive).
+                        "batch_limit": instance.batcher.policy.max_batch,
                         "service_time_ms": round(instance.load.service_time * 1000, 3),
                         "cpu_percent": instance.load.cpu_percent,
                         "rss_bytes": instance.load.rss_bytes,
