@@ -206,7 +206,7 @@ class MiniLM(Model):
     ) -> dict[str, np.ndarray]:
         """Decode the UTF-8 texts, then embed them (and all their windows) as one batch."""
         truncate = truncate_parameter(parameters)
-        return {"embedding": self.embed(_decode(inputs["text"]), truncate=truncate)}
+        return {"embedding": self.embed(decode_texts(inputs["text"]), truncate=truncate)}
 
     def embed(self, texts: Sequence[str], *, truncate: bool = False) -> np.ndarray:
         """(n, 384) float32 unit vectors for ``texts``; long ones chunked unless ``truncate``."""
@@ -230,7 +230,7 @@ class MiniLM(Model):
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def _decode(texts: np.ndarray) -> list[str]:
+def decode_texts(texts: np.ndarray) -> list[str]:
     """Bytes -> str; a text that is not UTF-8 is the client's error, not the model's."""
     decoded: list[str] = []
     for item in np.asarray(texts, dtype=object).ravel():
@@ -273,10 +273,7 @@ def _offline() -> None:
 
 def _pooled_bert() -> Any:
     """BertModel followed by attention-masked mean pooling and L2 normalisation, in eval mode."""
-    _offline()
     import torch
-    from transformers import BertModel
-    from transformers.utils import logging as hf_logging
 
     class PooledBert(torch.nn.Module):
         """What sentence-transformers computes for this model, as one module (and one graph)."""
@@ -294,20 +291,35 @@ def _pooled_bert() -> Any:
             hidden = self.bert(
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
             ).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+            return mean_pooled(hidden, attention_mask)
+
+    return PooledBert(load_bert()).eval()
+
+
+def load_bert() -> Any:
+    """transformers' ``BertModel`` with the package's weights (no pooler: mean pooling is ours)."""
+    _offline()
+    from transformers import BertModel
+    from transformers.utils import logging as hf_logging
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # the unused pooler weights would print a load report
     hf_logging.disable_progress_bar()  # a 100 ms load needs no bar of its own
     try:
-        bert = BertModel.from_pretrained(str(model_dir()), add_pooling_layer=False)
+        return BertModel.from_pretrained(str(model_dir()), add_pooling_layer=False).eval()
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-    return PooledBert(bert).eval()
+
+
+def mean_pooled(hidden: Any, attention_mask: Any) -> Any:
+    """Attention-masked mean of the token states, L2-normalised (sentence-transformers' pooling)."""
+    import torch
+
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
 
 
 def _ensure(variant: str, step: Step) -> Path:
