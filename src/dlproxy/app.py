@@ -28,6 +28,7 @@ from dlproxy.http.ratelimit import RateLimiter
 from dlproxy.http.routes import InferenceApp
 from dlproxy.instances.health import OutlierDetector
 from dlproxy.instances.local import LocalInstance
+from dlproxy.instances.pipeline import PipelineInstance
 from dlproxy.instances.pool import InstancePool
 from dlproxy.instances.upstream import UpstreamClient, UpstreamInstance
 from dlproxy.metrics import MetricsOff, RequestMetrics
@@ -79,13 +80,20 @@ def build_pools(settings: Settings, context: zmq.asyncio.Context) -> list[Instan
                     next(weights, 1.0),  # type: ignore[call-overload]
                     name,
                 )
-            return LocalInstance(
+            # With --pipeline-stages K an instance is K stage processes (model parallelism).
+            make = (
+                functools.partial(PipelineInstance, stages=settings.pipeline_stages)
+                if settings.pipeline_stages > 1
+                else LocalInstance
+            )
+            return make(
                 context,
                 reference,
                 threads=settings.threads or 1,
                 max_queue_items=settings.max_queue,
                 batching=build_batching(settings),
-                depth=settings.pipeline_depth,
+                # K stages can work on K batches at once: let the instance hold that many.
+                depth=max(settings.pipeline_depth, settings.pipeline_stages),
                 max_queue_wait=(
                     settings.max_queue_wait_ms / 1000 if settings.max_queue_wait_ms else None
                 ),

@@ -37,6 +37,13 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--slo-ms", type=float, help="p99 latency objective (adaptive batching)")
     parser.add_argument("--pipeline-depth", type=int)
+    parser.add_argument(
+        "--pipeline-stages",
+        type=int,
+        metavar="K",
+        help="model parallelism: each instance is K processes holding consecutive layers "
+        "(minilm:torch)",
+    )
     parser.add_argument("--max-queue", type=int, help="items that may wait per instance")
     parser.add_argument(
         "--max-queue-wait-ms", type=float, help="refuse when the queue wait would exceed this"

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     """The p99 latency objective, ms: what ``adaptive`` batching keeps batch latencies under."""
     pipeline_depth: int = 2
     """Batches a worker may hold at once: 2 keeps it busy during the gateway round trip."""
+    pipeline_stages: int = 1
+    """Model parallelism: each instance is this many processes holding consecutive layers of the
+    model, with micro-batches streamed through them (``minilm:torch`` only; 1: one process). Pays
+    when a model does not fit one device; on one small CPU it costs throughput (benchmarks.md)."""
     max_queue: int = 512
     """Items that may wait per instance; beyond that requests get 503 + Retry-After at once."""
     max_queue_wait_ms: float | None = None
@@ -177,6 +181,20 @@ class Settings(BaseSettings):
             raise ValueError("ray_address is set but backend is 'local': add --backend ray")
         return self
 
+    @model_validator(mode="after")
+    def _stages_fit_the_models(self) -> Settings:
+        """Only models that can be cut into stages can be pipelined: say so before starting."""
+        if self.pipeline_stages < 1:
+            raise ValueError(f"pipeline_stages must be >= 1, got {self.pipeline_stages}")
+        if self.pipeline_stages > 1:
+            if self.backend != "local":
+                raise ValueError("pipeline_stages > 1 needs the local backend")
+            from dlproxy.models.stages import check_stages
+
+            for reference in self.models:
+                check_stages(reference, self.pipeline_stages)
+        return self
+
     def resolved(self) -> Settings:
         """A copy with ``instances`` and ``threads`` chosen from the machine when unset.
 
@@ -188,8 +206,11 @@ class Settings(BaseSettings):
             instances = 0  # the upstreams serve; no local worker unless asked for
         else:
             # With several gateways each runs its own workers: share the cores among them.
-            instances = self.instances or max(1, min(cores // self.gateways, 8))
-        threads = self.threads or max(1, cores // max(1, instances * self.gateways))
+            instances = self.instances or max(
+                1, min(cores // self.gateways, 8) // self.pipeline_stages
+            )
+        processes = instances * self.gateways * self.pipeline_stages  # each stage is a process
+        threads = self.threads or max(1, cores // max(1, processes))
         return self.model_copy(update={"instances": instances, "threads": threads})
 
 
