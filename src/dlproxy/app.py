@@ -144,6 +144,7 @@ def build_ray_instance(
         weight=weight,
         name=name,
         hang_timeout=settings.hang_timeout_s,
+        heartbeat_timeout=settings.heartbeat_timeout_s,
         max_queue_wait=settings.max_queue_wait_ms / 1000 if settings.max_queue_wait_ms else None,
     )
 

@@ -35,6 +35,9 @@ from dlproxy.types import InferenceRequest, InstanceView, ModelSpec
 log = logging.getLogger("dlproxy.instances")
 _numbers = itertools.count(1)
 
+START_ATTEMPTS = 3
+"""Actors made for one instance before its start fails (one may land on a dying node)."""
+
 
 def connect(address: str | None) -> None:
     """Join the Ray cluster at ``address`` (``HOST:PORT`` of its head), or start a local one.
@@ -74,6 +77,9 @@ class ModelActor:
         name = next((n.get("NodeName", "") for n in ray.nodes() if n.get("NodeID") == node_id), "")
         message = protocol.Ready(pid=os.getpid(), spec=self.model.spec)
         return protocol.encode(message), node_id, name
+
+    def ping(self) -> None:
+        """Answered at once while idle: how the gateway notices an idle actor (or node) is gone."""
 
     def run(self, data: bytes) -> bytes:
         """Compute one encoded Batch; a model error is answered, never raised (as a worker does)."""
@@ -120,6 +126,7 @@ class RayInstance:
         name: str | None = None,
         start_timeout: float = 300.0,
         hang_timeout: float = 30.0,
+        heartbeat_timeout: float = 5.0,
         max_queue_wait: float | None = None,
     ) -> None:
         self.id = name or f"r{next(_numbers)}"
@@ -137,6 +144,7 @@ class RayInstance:
         self.load = protocol.Load()
         self.start_timeout = start_timeout
         self.hang_timeout = hang_timeout
+        self.heartbeat_timeout = heartbeat_timeout
         self.on_failure: Callable[[Any, list[Any]], None] = lambda instance, orphans: None
         self._actor: Any = None
         self._ids = itertools.count(1)
@@ -165,29 +173,37 @@ class RayInstance:
 
     async def start(self) -> None:
         """Create the actor (Ray places it, spreading instances over nodes) and wait until its
-        model is loaded; raises if it cannot be placed or dies first."""
+        model is loaded. An actor that dies first is made again, up to ``START_ATTEMPTS`` times:
+        Ray may place it on a node that is dying but not yet known dead; the next one lands on
+        a live node."""
         self.state = "starting"
-        self._actor = (
-            _actor_class()
-            .options(
-                num_cpus=self.num_cpus,
-                scheduling_strategy="SPREAD",
-                max_restarts=0,  # the pool replaces it, failing over what it held
-                runtime_env=_runtime_env(),
-            )
-            .remote(self.reference, self.threads)
-        )
         try:
             async with asyncio.timeout(self.start_timeout):
-                ready, self.node_id, node_name = await _awaitable(self._actor.ready.remote())
+                for attempt in range(1, START_ATTEMPTS + 1):
+                    self._actor = self._create()
+                    try:
+                        ready, self.node_id, node_name = await _awaitable(
+                            self._actor.ready.remote()
+                        )
+                        break
+                    except RayActorError as exc:
+                        await self._kill()
+                        if attempt == START_ATTEMPTS:
+                            raise
+                        log.warning(
+                            "instance %s: its actor died before it was ready (%s); again",
+                            self.id,
+                            str(exc).splitlines()[0],
+                        )
         except (RayError, TimeoutError) as exc:
             await self._kill()
             self.state = "failed"
-            reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}"
-            raise RuntimeError(
-                f"Ray actor for '{self.reference}' did not start ({reason}): is there a node with "
-                f"{self.num_cpus} free CPU(s) (--ray-num-cpus)?"
-            ) from exc
+            if isinstance(exc, TimeoutError):
+                reason = f"not ready in {self.start_timeout:.0f} s: is there a node with "
+                reason += f"{self.num_cpus} free CPU(s) (--ray-num-cpus)?"
+            else:
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            raise RuntimeError(f"Ray actor for '{self.reference}' did not start: {reason}") from exc
         message = protocol.decode_from_worker(ready)
         assert isinstance(message, protocol.Ready)
         self.pid = message.pid
@@ -201,6 +217,18 @@ class RayInstance:
             self.node,
             self.pid,
             self.reference,
+        )
+
+    def _create(self) -> Any:
+        return (
+            _actor_class()
+            .options(
+                num_cpus=self.num_cpus,
+                scheduling_strategy="SPREAD",
+                max_restarts=0,  # the pool replaces it, failing over what it held
+                runtime_env=_runtime_env(),
+            )
+            .remote(self.reference, self.threads)
         )
 
     async def stop(self, drain: bool = True, drain_seconds: float = 30.0) -> None:
@@ -282,15 +310,25 @@ class RayInstance:
                 future.set_exception(InstanceFailed(reason))
 
     async def _watch(self) -> None:
-        """Replace an actor that holds one batch longer than ``hang_timeout`` (Ray itself reports
-        an actor or node that dies)."""
-        while True:
-            await asyncio.sleep(min(1.0, self.hang_timeout / 4))
+        """Replace an actor that holds one batch longer than ``hang_timeout``, or that does not
+        answer a ping while idle (a dead actor or node fails its calls, but an idle one has none)."""
+        while self.state == "ready":
+            await asyncio.sleep(min(1.0, self.hang_timeout / 4, self.heartbeat_timeout / 2))
             oldest = min(self._pending.values(), default=None)
-            if oldest is not None and time.monotonic() - oldest > self.hang_timeout:
-                self.hung += 1
-                self._failed(f"held a batch for more than {self.hang_timeout:.1f} s")
-                return
+            if oldest is not None:
+                if time.monotonic() - oldest > self.hang_timeout:
+                    self.hung += 1
+                    self._failed(f"held a batch for more than {self.hang_timeout:.1f} s")
+                continue
+            try:
+                async with asyncio.timeout(self.heartbeat_timeout):
+                    await _awaitable(self._actor.ping.remote())
+            except RayActorError as exc:
+                self._failed(f"its actor died ({type(exc).__name__})")
+            except TimeoutError:
+                self._failed(f"did not answer a ping in {self.heartbeat_timeout:.1f} s")
+            except RayError as exc:
+                self._failed(f"a ping failed: {type(exc).__name__}")
 
     async def _kill(self) -> None:
         actor, self._actor = self._actor, None
