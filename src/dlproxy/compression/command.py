@@ -88,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=1, help="intra-op threads while measuring (default 1)"
     )
     parser.add_argument(
-        "--rounds", type=int, default=3, help="alternating timing rounds (best kept; default 3)"
+        "--rounds", type=int, default=5, help="alternating timing rounds (best kept; default 5)"
     )
     parser.add_argument("--json", metavar="OUT", help="write the report as one JSON object")
 
@@ -119,7 +119,7 @@ def compress(
     method: Method,
     out: Path,
     threads: int = 1,
-    rounds: int = 3,
+    rounds: int = 5,
     progress: bool = False,
     measure: bool = True,
 ) -> reporting.Report:

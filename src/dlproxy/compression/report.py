@@ -3,15 +3,15 @@
 Both models are loaded in this process and timed through ``Model.predict``, as a worker calls it
 (decoding and tokenizing included), on the same items. Each round is one pass over the same
 batches, so both models see the same sentence lengths. The machine is shared, so the two are
-timed in alternating rounds and each keeps its best round: a burst of load from another process
-then hits both rather than skewing the ratio.
-- throughput: items/s at batch 32 (every full batch of the quality items once), best round;
-- latency: batch-1 p50 in ms over the first LATENCY_ITEMS items, lowest round median.
+timed in alternating rounds and every batch keeps its fastest time over the rounds (as
+``timeit`` keeps its best): a burst of load from another process slows one round of one model,
+not the result, and with enough rounds both figures approach those of a quiet machine.
+- throughput: items/s at batch 32 over every full batch of the quality items, each at its best;
+- latency: batch-1 p50 in ms over the first LATENCY_ITEMS items, each at its best.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -87,28 +87,31 @@ def measure(
     compressed: Model,
     workload: dict[str, np.ndarray],
     files: tuple[Path, Path],
-    rounds: int = 3,
+    rounds: int = 5,
     tick: Tick = lambda: None,
 ) -> tuple[Measurement, Measurement]:
     """Time both models in ``rounds`` alternating rounds; ``tick`` is called after each part."""
-    throughput: dict[int, float] = {0: 0.0, 1: 0.0}
-    latency: dict[int, float] = {0: float("inf"), 1: float("inf")}
     wide = _batches(workload, THROUGHPUT_BATCH)
     single = _batches(workload, 1)[:LATENCY_ITEMS]
-    for model in (original, compressed):  # warm-up: buffers for both shapes
+    models = (original, compressed)
+    for model in models:  # warm-up: buffers for both shapes
         model.predict(wide[0], {})
         model.predict(single[0], {})
+    best_wide = [np.full(len(wide), np.inf) for _ in models]
+    best_single = [np.full(len(single), np.inf) for _ in models]
     for _ in range(rounds):
-        for index, model in enumerate((original, compressed)):
-            durations = _time(model, wide)
-            rate = THROUGHPUT_BATCH * len(durations) / sum(durations)
-            throughput[index] = max(throughput[index], rate)
+        for index, model in enumerate(models):
+            best_wide[index] = np.minimum(best_wide[index], _time(model, wide))
             tick()
-            durations = _time(model, single)
-            latency[index] = min(latency[index], statistics.median(durations) * 1000)
+            best_single[index] = np.minimum(best_single[index], _time(model, single))
             tick()
     return tuple(  # type: ignore[return-value]
-        Measurement(path.stat().st_size, throughput[i], latency[i]) for i, path in enumerate(files)
+        Measurement(
+            path.stat().st_size,
+            THROUGHPUT_BATCH * len(wide) / float(best_wide[i].sum()),
+            float(np.median(best_single[i])) * 1000,
+        )
+        for i, path in enumerate(files)
     )
 
 
@@ -152,14 +155,14 @@ def print_report(report: Report) -> None:
     console.print(f"written to {report.out}")
 
 
-def _time(model: Model, batches: list[dict[str, np.ndarray]]) -> list[float]:
-    """Per-call durations of one pass over ``batches``."""
+def _time(model: Model, batches: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """Per-call durations of one pass over ``batches``, in seconds."""
     durations: list[float] = []
     for inputs in batches:
         t0 = time.perf_counter()
         model.predict(inputs, {})
         durations.append(time.perf_counter() - t0)
-    return durations
+    return np.array(durations)
 
 
 def _batches(workload: dict[str, np.ndarray], size: int) -> list[dict[str, np.ndarray]]:
