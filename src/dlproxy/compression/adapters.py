@@ -58,7 +58,10 @@ class Adapter(ABC):
 
     @abstractmethod
     def quality(self, original: Model, compressed: Model) -> dict[str, float]:
-        """How close ``compressed`` stays to ``original`` on the quality items."""
+        """How close ``compressed`` stays to ``original`` on the quality items.
+
+        A key ``original_K`` is the original's own figure for key ``K``, shown beside it.
+        """
 
     def quantize_exclude(self, source: Path) -> list[str]:
         """Nodes that static int8 should leave in float; none unless a model says otherwise."""
@@ -154,9 +157,54 @@ class MiniLMAdapter(Adapter):
         return prune_structured(module.bert, amount, tensors)
 
 
+class DigitsAdapter(Adapter):
+    """The digits CNN teacher: calibrate on training images, score accuracy on the test split."""
+
+    name = "digits"
+    original = "digits:teacher"
+
+    def original_onnx(self) -> Path:
+        from dlproxy.models.builtin import digits
+
+        return digits.export("teacher", quiet=True)
+
+    def module(self) -> Any:
+        from dlproxy.models.builtin import digits
+
+        return digits.teacher_network()
+
+    def export(self, module: Any, target: Path) -> None:
+        from dlproxy.models.builtin import digits
+
+        digits.export_onnx(module, target)
+
+    def calibration(self) -> list[Feeds]:
+        from dlproxy.models.builtin import digits
+
+        images = digits.load_split().train_images
+        return [{"image": images[i : i + 256]} for i in range(0, len(images), 256)]
+
+    def workload(self) -> dict[str, np.ndarray]:
+        from dlproxy.models.builtin import digits
+
+        return {"image": digits.load_split().test_images}
+
+    def quality(self, original: Model, compressed: Model) -> dict[str, float]:
+        """Percent of the test images labelled correctly, by each model."""
+        from dlproxy.models.builtin import digits
+
+        labels = digits.load_split().test_labels
+        scores = {}
+        for key, model in (("accuracy", compressed), ("original_accuracy", original)):
+            predicted = _outputs(model, self.workload(), "label")
+            scores[key] = float((predicted == labels).mean() * 100)
+        return scores
+
+
 # name -> "module:Class"; a model not listed here cannot be compressed (yet).
 ADAPTERS: dict[str, str] = {
     "minilm": "dlproxy.compression.adapters:MiniLMAdapter",
+    "digits": "dlproxy.compression.adapters:DigitsAdapter",
 }
 
 

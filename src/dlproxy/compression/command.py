@@ -11,7 +11,8 @@ fine-tuning. DIR receives ``model.onnx`` and ``dlproxy.json``; ``dlproxy serve -
 ``original`` and ``compressed``: ``file_bytes``, ``throughput`` (items/s at batch 32, decoding and
 tokenizing included), ``latency_p50_ms`` (batch 1);
 ``speedup`` (compressed / original throughput), ``size_ratio``, ``latency_ratio``;
-``quality``: ``cosine_mean`` and ``cosine_min`` to the original (minilm);
+``quality``: ``cosine_mean`` and ``cosine_min`` to the original (minilm), or ``accuracy`` and
+``original_accuracy`` in percent on the test split (digits);
 ``details``: what the method did (e.g. ``parameters_before``/``after``, ``sparsity``, ``heads``);
 ``seconds``: the whole run.
 """
@@ -77,7 +78,9 @@ def parse_method(text: str) -> Method:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="built-in model to compress (minilm)")
+    parser.add_argument(
+        "model", metavar="MODEL", help="built-in model to compress (minilm, digits)"
+    )
     parser.add_argument(
         "--method", required=True, type=_method_argument, metavar="METHOD", help=METHOD_HELP
     )
@@ -105,7 +108,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"dlproxy compress: {exc}", file=sys.stderr)
         return 2
-    result = compress(adapter, args.method, args.out, args.threads, args.rounds, progress=True)
+    try:
+        result = compress(adapter, args.method, args.out, args.threads, args.rounds, progress=True)
+    except ValueError as exc:  # e.g. a method this model does not support
+        print(f"dlproxy compress: {exc}", file=sys.stderr)
+        return 2
     reporting.print_report(result)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:

@@ -4,12 +4,12 @@
   are quantized at run time from their observed range. This is how the built-in ``minilm:int8``
   is made: per-tensor scales cost too much quality on this model.
 - ``int8-static``: weights and activations quantized ahead of time, in QDQ format, with ranges
-  calibrated on real inputs (a ``CalibrationDataReader`` over them). Only ``MatMul``/``Gemm``
+  calibrated on real inputs (a ``CalibrationDataReader`` over them). Only MatMul, Gemm and Conv
   with constant weights are quantized, and the caller may keep some in float (minilm keeps its
   FFN down-projections: their inputs have outliers that wreck a per-tensor activation scale).
 - ``fp16``: weights and arithmetic in float16, inputs and outputs kept float32 so that callers
-  need not change. x86 CPUs without AVX512-FP16 have no fp16 kernels for most ops, so ONNX Runtime's
-  CPU provider runs it with casts: it halves the file, not the time (measured, see the report).
+  need not change. It runs on the CPU provider and halves the file, but on this x86 machine
+  it is no faster than fp32 (measured: docs/benchmarks.md); fp16 pays on GPUs.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def quantize_static_int8(
                 target,
                 Batches(calibration),
                 quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["MatMul", "Gemm"],
+                op_types_to_quantize=["MatMul", "Gemm", "Conv"],
                 nodes_to_exclude=list(exclude),
                 per_channel=True,
                 activation_type=QuantType.QUInt8,

@@ -147,7 +147,11 @@ def print_report(report: Report) -> None:
         f"{c.latency_p50_ms / o.latency_p50_ms:.2f}x",
     )
     for key, value in report.quality.items():
-        table.add_row(key.replace("_", " "), "", f"{value:.4f}", "")
+        if key.startswith("original_"):
+            continue  # shown beside its compressed counterpart
+        before = report.quality.get(f"original_{key}")
+        shown = "" if before is None else f"{before:.4f}"
+        table.add_row(key.replace("_", " "), shown, f"{value:.4f}", "")
     console = Console()
     console.print(table)
     if report.details:
