@@ -224,6 +224,12 @@ def _run_compress(args: argparse.Namespace) -> int:
     return command.run(args)
 
 
+def _run_distill(args: argparse.Namespace) -> int:
+    from dlproxy.compression import distill
+
+    return distill.run(args)
+
+
 def _run_simulate(args: argparse.Namespace) -> int:
     from dlproxy.simulate import command
 
@@ -286,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     compress_command.add_arguments(compress)
     compress.set_defaults(handler=_run_compress)
+    distill = commands.add_parser(
+        "distill", help="distill the digits teacher into a small student, data-parallel (gloo)"
+    )
+    from dlproxy.compression import distill as distill_command
+
+    distill_command.add_arguments(distill)
+    distill.set_defaults(handler=_run_distill)
     models = commands.add_parser("models", help="list built-in models; --export to prepare them")
     models.add_argument(
         "--export", nargs="*", metavar="NAME[:VARIANT]", help="load (and export) these"

@@ -36,6 +36,7 @@ class Model(ABC):
 BUILTIN: dict[str, str] = {
     "minilm": "dlproxy.models.builtin.minilm:MiniLM",
     "echo": "dlproxy.models.builtin.echo:Echo",
+    "digits": "dlproxy.models.builtin.digits:Digits",
 }
 
 

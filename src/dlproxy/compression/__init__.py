@@ -1,0 +1,1 @@
+"""Cheaper model variants: quantization, pruning and distillation, with measured reports."""

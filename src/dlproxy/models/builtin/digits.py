@@ -1,0 +1,498 @@
+"""``digits``: an 8x8 handwritten-digit classifier trained at first use on scikit-learn's digits.
+
+Input ``image`` (FP32, [n, 64], pixel values 0..16 as in ``sklearn.datasets.load_digits``) ->
+``probabilities`` (FP32, [n, 10]) and ``label`` (INT64, [n]). Nothing is downloaded: the 1,797
+images ship inside scikit-learn. A fixed, stratified split keeps 450 of them (25%) for testing.
+
+Variants, each cached in ``home()/models/digits/<variant>/`` as ``digits-<variant>.onnx`` (what is
+served), the torch weights and a ``meta.json`` (test accuracy, parameters, settings):
+
+- ``teacher``: a small CNN (two 3x3 convolutions, 38k parameters) trained for 30 epochs with
+  random one-pixel shifts, seeded and single-threaded so that every machine gets the same weights
+  (~2 s on one core).
+- ``student``: the teacher distilled into a much smaller network by ``dlproxy distill`` (default
+  settings, one process) when it is first asked for.
+- ``int8``: the teacher's graph after ONNX Runtime's static quantization (QDQ, per-channel
+  weights, calibrated on the training images).
+
+Preparing a variant is file-locked, so several workers starting at once train it only once, and
+its graph is written last and atomically, so a reader never sees half a model. Serving runs the
+graphs with ONNX Runtime (the scaling by 1/16, softmax and argmax are inside the graph): faster
+than torch eager at every batch size we measured (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlproxy.errors import BadRequest
+from dlproxy.models.base import Model, home
+from dlproxy.types import ModelSpec, TensorSpec
+
+VARIANTS: tuple[str, ...] = ("teacher", "student", "int8")
+DEFAULT_VARIANT = "teacher"
+PIXELS = 64
+CLASSES = 10
+MAX_PIXEL = 16.0
+MAX_BATCH_SIZE = 1024
+SEED = 0
+TEST_SIZE = 450  # 25% of the 1,797 images, stratified by class
+TEACHER_EPOCHS = 30
+TEACHER_BATCH = 64
+TEACHER_LR = 3e-3
+OUTPUTS: tuple[str, ...] = ("probabilities", "label")
+
+Step = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """The fixed train/test split: images as FP32 pixels 0..16, labels as INT64."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+
+def load_split() -> Split:
+    """scikit-learn's bundled digits, split the same way on every machine."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    images = np.asarray(data.data, dtype=np.float32)
+    labels = np.asarray(data.target, dtype=np.int64)
+    train_x, test_x, train_y, test_y = train_test_split(
+        images, labels, test_size=TEST_SIZE, random_state=SEED, stratify=labels
+    )
+    return Split(train_x, train_y, test_x, test_y)
+
+
+def network(spec: str) -> Any:
+    """An untrained torch network over pixels scaled to 0..1: ``teacher``, ``cnn:C[,H]``, ``mlp:H[,H..]``.
+
+    ``cnn:C[,H]`` is one 3x3 convolution with C channels, 2x2 max-pooling, an optional hidden layer
+    of H units, then the 10 logits; ``mlp:H1,H2,..`` is fully connected with those hidden widths.
+    """
+    from torch import nn
+
+    kind, _, widths = spec.partition(":")
+    if kind == "teacher" and not widths:
+        return nn.Sequential(
+            nn.Unflatten(1, (1, 8, 8)),
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * 4 * 4, 64),
+            nn.ReLU(),
+            nn.Linear(64, CLASSES),
+        )
+    sizes = _widths(spec, widths)
+    if kind == "cnn" and len(sizes) in (1, 2):
+        layers: list[nn.Module] = [
+            nn.Unflatten(1, (1, 8, 8)),
+            nn.Conv2d(1, sizes[0], 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+        ]
+        width = sizes[0] * 4 * 4
+    elif kind == "mlp" and sizes:
+        layers, width = [], PIXELS
+    else:
+        raise ValueError(_network_help(spec))
+    for hidden in sizes[1:] if kind == "cnn" else sizes:
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    return nn.Sequential(*layers, nn.Linear(width, CLASSES))
+
+
+def parameter_count(net: Any) -> int:
+    """Trainable parameters of a torch network."""
+    return int(sum(p.numel() for p in net.parameters() if p.requires_grad))
+
+
+def variant_dir(variant: str) -> Path:
+    """Where a variant's files are cached."""
+    return home() / "models" / "digits" / variant
+
+
+def onnx_path(variant: str) -> Path:
+    """The graph a variant is served from."""
+    return variant_dir(variant) / f"digits-{variant}.onnx"
+
+
+def weights_path(variant: str) -> Path:
+    """The torch state dict of ``teacher`` or ``student``."""
+    return variant_dir(variant) / f"{variant}.pt"
+
+
+def export(variant: str | None = None, *, quiet: bool = False) -> Path:
+    """Prepare ``variant`` once (file-locked) and return its graph's path."""
+    variant = _check_variant(variant)
+    if onnx_path(variant).is_file():
+        return onnx_path(variant)
+    with _progress(variant, quiet) as step:
+        return _ensure(variant, step, quiet)
+
+
+def teacher_network() -> Any:
+    """The trained teacher as a torch network in eval mode (training it first if needed)."""
+    import torch
+
+    export("teacher", quiet=True)
+    net = network("teacher")
+    net.load_state_dict(torch.load(weights_path("teacher"), weights_only=True))
+    return net.eval()
+
+
+def train_teacher(seed: int = SEED, epochs: int = TEACHER_EPOCHS) -> Any:
+    """Train the teacher CNN from ``seed``: single-threaded, hence the same weights everywhere."""
+    import torch
+    from torch.nn import functional
+
+    split = load_split()
+    images = torch.from_numpy(split.train_images / MAX_PIXEL)
+    labels = torch.from_numpy(split.train_labels)
+    with single_threaded():
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        net = network("teacher")
+        optimizer = torch.optim.Adam(net.parameters(), lr=TEACHER_LR)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
+        for _ in range(epochs):
+            order = torch.randperm(len(images), generator=generator)
+            for start in range(0, len(images), TEACHER_BATCH):
+                index = order[start : start + TEACHER_BATCH]
+                batch = shift(images[index], generator)
+                loss = functional.cross_entropy(net(batch), labels[index])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            schedule.step()
+    return net.eval()
+
+
+def shift(images: Any, generator: Any) -> Any:
+    """Each 8x8 image moved by up to one pixel in x and y (zeros shifted in): cheap augmentation."""
+    import torch
+    from torch.nn import functional
+
+    n = len(images)
+    padded = functional.pad(images.reshape(n, 8, 8), (1, 1, 1, 1))
+    dx = torch.randint(0, 3, (n,), generator=generator)
+    dy = torch.randint(0, 3, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(8))[:, :, None]
+    cols = (dx[:, None] + torch.arange(8))[:, None, :]
+    return padded[torch.arange(n)[:, None, None], rows, cols].reshape(n, PIXELS)
+
+
+def export_onnx(net: Any, target: Path) -> None:
+    """Write ``net`` at ``target`` as a served graph (raw pixels in; probabilities and label out)."""
+    import torch
+
+    class Served(torch.nn.Module):
+        """Scaling, softmax and argmax inside the graph: the worker only feeds pixels."""
+
+        def __init__(self, logits: torch.nn.Module) -> None:
+            super().__init__()
+            self.logits = logits
+
+        def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = self.logits(image / MAX_PIXEL)
+            return torch.softmax(logits, dim=1), torch.argmax(logits, dim=1)
+
+    sample = torch.zeros(2, PIXELS)  # two rows, so the batch axis is not specialised to 1
+    with warnings.catch_warnings(), torch.no_grad(), _quiet_logger("torch.onnx"):
+        warnings.simplefilter("ignore")  # exporter chatter (axis naming, deprecations)
+        torch.onnx.export(
+            Served(net).eval(),
+            (sample,),
+            str(target),
+            input_names=["image"],
+            output_names=list(OUTPUTS),
+            dynamic_shapes={"image": {0: torch.export.Dim("batch")}},
+            opset_version=18,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+
+
+def test_accuracy(path: Path) -> float:
+    """Percent of the held-out test images that the graph at ``path`` labels correctly."""
+    split = load_split()
+    _, labels = Classifier(path).classify(split.test_images)
+    return float((labels == split.test_labels).mean() * 100)
+
+
+def write_meta(variant_path: Path, meta: dict[str, Any]) -> None:
+    """``meta.json`` beside a graph: what it is and how well it does."""
+    with atomic_path(variant_path.parent / "meta.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+
+
+class Classifier:
+    """One exported digits graph in an ONNX Runtime session."""
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"No digits graph at {path}.")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, int(threads))
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = Path(path)
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def classify(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities [n, 10] FP32, labels [n] INT64) for checked FP32 pixels [n, 64]."""
+        if len(images) == 0:
+            return np.zeros((0, CLASSES), np.float32), np.zeros(0, np.int64)
+        probabilities, labels = self._session.run(list(OUTPUTS), {"image": images})
+        return probabilities, labels.astype(np.int64, copy=False)
+
+
+class Digits(Model):
+    """The digits classifier: ``image`` (FP32, [n, 64]) -> ``probabilities`` and ``label``."""
+
+    def __init__(self, variant: str | None = None, threads: int = 1) -> None:
+        self.variant = _check_variant(variant)
+        self.threads = max(1, int(threads))
+        self.spec = ModelSpec(
+            name="digits",
+            version=self.variant,
+            platform="onnxruntime",
+            inputs=(TensorSpec("image", "FP32", (-1, PIXELS)),),
+            outputs=(
+                TensorSpec("probabilities", "FP32", (-1, CLASSES)),
+                TensorSpec("label", "INT64", (-1,)),
+            ),
+            max_batch_size=MAX_BATCH_SIZE,
+        )
+        self._classifier: Classifier | None = None
+
+    def load(self) -> None:
+        """Prepare the variant if needed, open its session and warm it up."""
+        self._classifier = Classifier(export(self.variant), self.threads)
+        self._classifier.classify(np.zeros((1, PIXELS), np.float32))
+
+    def predict(
+        self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]
+    ) -> dict[str, np.ndarray]:
+        """Check the pixels, then classify the batch in one run."""
+        if self._classifier is None:
+            raise RuntimeError("Digits.predict called before load().")
+        if "image" not in inputs:
+            raise BadRequest(f"Missing input 'image'; digits takes 'image' (FP32, [n, {PIXELS}]).")
+        probabilities, labels = self._classifier.classify(check_images(inputs["image"]))
+        return {"probabilities": probabilities, "label": labels}
+
+
+def check_images(images: np.ndarray) -> np.ndarray:
+    """FP32 [n, 64] with finite values, or a BadRequest that says what to send instead."""
+    array = np.asarray(images)
+    if array.ndim != 2 or array.shape[1] != PIXELS:
+        raise BadRequest(
+            f"Input 'image' has shape {list(array.shape)}; digits takes [n, {PIXELS}]: "
+            "each row an 8x8 image flattened, pixel values 0..16."
+        )
+    if array.dtype.kind not in "fiu":
+        raise BadRequest(f"Input 'image' must be FP32 pixel values, got {array.dtype}.")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise BadRequest("Input 'image' holds NaN or infinite values; send pixels 0..16.")
+    return array
+
+
+@contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Only errors from logger ``name`` for the block: export noise is not news."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """torch on one intra-op thread for the block: the same sums in the same order everywhere."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _widths(spec: str, text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")] if text else []
+    except ValueError:
+        raise ValueError(_network_help(spec)) from None
+    if any(size < 1 for size in sizes):
+        raise ValueError(_network_help(spec))
+    return sizes
+
+
+def _network_help(spec: str) -> str:
+    return (
+        f"Unknown network '{spec}': use 'teacher', 'cnn:C' or 'cnn:C,H' (C conv channels, "
+        "H hidden units), or 'mlp:H1[,H2,..]' (hidden widths), e.g. 'cnn:8' or 'mlp:64'."
+    )
+
+
+def _check_variant(variant: str | None) -> str:
+    chosen = variant or DEFAULT_VARIANT
+    if chosen not in VARIANTS:
+        raise ValueError(
+            f"Unknown digits variant '{chosen}'; choose one of: {', '.join(VARIANTS)}."
+        )
+    return chosen
+
+
+def _ensure(variant: str, step: Step, quiet: bool) -> Path:
+    """Prepare ``variant`` under its lock unless another process did while we waited."""
+    from filelock import FileLock, Timeout
+
+    target = onnx_path(variant)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(target.parent / ".prepare.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        step("waiting for another process to prepare it")
+        lock.acquire()
+    try:
+        if target.is_file():
+            return target
+        if variant == "teacher":
+            _prepare_teacher(step)
+        elif variant == "int8":
+            _ensure("teacher", step, quiet)
+            _prepare_int8(step)
+        else:
+            _ensure("teacher", step, quiet)
+            step("distilling the student (first use)")
+            from dlproxy.compression.distill import DistillConfig, distill
+
+            distill(DistillConfig(out=variant_dir("student")), progress=not quiet, measure=False)
+    finally:
+        lock.release()
+    return target
+
+
+def _prepare_teacher(step: Step) -> None:
+    import torch
+
+    step("training the teacher")
+    started = time.perf_counter()
+    net = train_teacher()
+    seconds = time.perf_counter() - started
+    with atomic_path(weights_path("teacher")) as tmp:
+        torch.save(net.state_dict(), tmp)
+    step("exporting to ONNX")
+    with atomic_path(onnx_path("teacher")) as tmp:
+        export_onnx(net, tmp)
+        step("checking the export")
+        meta = {
+            "variant": "teacher",
+            "network": "teacher",
+            "parameters": parameter_count(net),
+            "test_accuracy": round(test_accuracy(tmp), 3),
+            "seed": SEED,
+            "epochs": TEACHER_EPOCHS,
+            "train_seconds": round(seconds, 2),
+        }
+        write_meta(onnx_path("teacher"), meta)
+
+
+def _prepare_int8(step: Step) -> None:
+    """Static QDQ int8 with per-channel weights, calibrated on the training images."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Images(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self, images: np.ndarray) -> None:
+            self._batches = iter([{"image": images[i : i + 64]} for i in range(0, len(images), 64)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._batches, None)
+
+    step("quantizing to int8 (static, calibrated)")
+    split = load_split()
+    with atomic_path(onnx_path("int8")) as tmp, _quiet_logger(""):  # "consider pre-processing"
+        quantize_static(
+            str(onnx_path("teacher")),
+            str(tmp),
+            Images(split.train_images),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+        )
+        step("checking the quantized graph")
+        accuracy = round(test_accuracy(tmp), 3)
+        meta = {"variant": "int8", "source": "teacher", "test_accuracy": accuracy}
+        write_meta(onnx_path("int8"), meta)
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """A temp path beside ``target``, renamed onto it when the block ends without an error."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=".tmp-", suffix=target.suffix, dir=target.parent)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared like any file
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _progress(variant: str, quiet: bool) -> Iterator[Step]:
+    """A stderr spinner naming the current stage; each stage is one blocking call."""
+    if quiet:
+        yield lambda description: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    started = time.perf_counter()
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        task = progress.add_task(f"digits:{variant}: preparing", total=None)
+        yield lambda text: progress.update(task, description=f"digits:{variant}: {text}")
+        elapsed = time.perf_counter() - started
+        progress.update(task, description=f"digits:{variant}: ready in {elapsed:.1f} s")
