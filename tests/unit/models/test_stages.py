@@ -14,7 +14,7 @@ from dlproxy.models.builtin.minilm_stages import layer_ranges
 from dlproxy.models.stages import check_stages, create_stage
 from dlproxy.settings import Settings
 
-TEXTS = [*sentences()[:12], " ".join(sentences()[:150])]  # the last one is several windows
+TEXTS = [*sentences()[:12], " ".join(sentences()[:60])]  # the last one is 5 windows
 
 
 def test_layers_are_shared_out_consecutively_and_evenly() -> None:
@@ -56,7 +56,7 @@ def unsplit(dlproxy_home: Path) -> np.ndarray:
     return model.embed(TEXTS)
 
 
-@pytest.mark.parametrize("count", [2, 3, 6])
+@pytest.mark.parametrize("count", [2, 3])
 def test_stages_in_a_row_compute_the_unsplit_model(count: int, unsplit: np.ndarray) -> None:
     stages = [create_stage("minilm:torch", i, count, threads=1) for i in range(count)]
     tensors = {"text": np.array([t.encode() for t in TEXTS], dtype=object)}
