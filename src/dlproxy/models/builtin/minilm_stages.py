@@ -4,8 +4,8 @@ Stage 0 tokenizes (into windows: long texts are chunked as in ``minilm``), embed
 first layers; the last stage runs the last layers, mean-pools, normalises, and pools each text's
 windows. The six layers are shared out as evenly as possible (K=2: 3+3, K=3: 2+2+2). Between
 stages travel the hidden states (windows, tokens, 384) with the 2-d attention mask and the
-window -> text bookkeeping. Each stage keeps only its own layers (the others are dropped after
-loading), which is the point of model parallelism: no process holds the whole model.
+window -> text bookkeeping. Each stage builds only its own layers and reads only their tensors
+from the checkpoint, which is the point of model parallelism: no process holds the whole model.
 """
 
 from __future__ import annotations
@@ -51,19 +51,39 @@ class MiniLMStage(ModelStage):
         self._config: Any = None
 
     def load(self) -> None:
-        """Load the model, keep this stage's layers (and the embeddings for stage 0), warm up."""
+        """Build this stage's layers (and the embeddings for stage 0) and read only their tensors
+        from the checkpoint, then warm up: no stage ever holds the whole model."""
         import torch
+        from safetensors import safe_open
+        from transformers import BertConfig
+        from transformers.models.bert.modeling_bert import BertEmbeddings, BertLayer
 
         torch.set_num_threads(self.threads)
-        bert = minilm.load_bert()
-        self._config = bert.config
-        self._encoder_layers = torch.nn.ModuleList(
-            bert.encoder.layer[i] for i in self.layers
-        ).eval()
+        config = BertConfig.from_pretrained(str(minilm.model_dir()))
+        config._attn_implementation = "sdpa"  # what BertModel.from_pretrained picks here
+        self._config = config
+        self._encoder_layers = torch.nn.ModuleList(BertLayer(config, i) for i in self.layers)
+        # checkpoint prefix -> prefix in this stage's modules
+        wanted = {f"encoder.layer.{i}.": f"layers.{n}." for n, i in enumerate(self.layers)}
+        parts: dict[str, torch.nn.Module] = {"layers": self._encoder_layers}
         if self.first:
             self._splitter = minilm.load_splitter()
-            self._embeddings = bert.embeddings.eval()
-        del bert  # the other stages' layers go with it
+            self._embeddings = BertEmbeddings(config)
+            parts["embeddings"] = self._embeddings
+            wanted["embeddings."] = "embeddings."
+        state: dict[str, torch.Tensor] = {}
+        with safe_open(str(minilm.model_dir() / "model.safetensors"), "pt") as checkpoint:
+            for key in checkpoint.keys():
+                prefix = next((p for p in wanted if key.startswith(p)), None)
+                if prefix is not None:
+                    state[wanted[prefix] + key[len(prefix) :]] = checkpoint.get_tensor(key)
+        for name, module in parts.items():
+            own = {
+                k.removeprefix(f"{name}."): v for k, v in state.items() if k.startswith(f"{name}.")
+            }
+            own.pop("position_ids", None)  # a buffer the module makes itself
+            module.load_state_dict(own, strict=True)
+            module.eval()
         self.run(self._warm_up_input(), {})
 
     def _warm_up_input(self) -> Tensors:
