@@ -21,6 +21,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).parent))
 from harness import Serving, bench, get_json
 
@@ -78,14 +80,33 @@ def echo_through(gateways: int, instances: int, duration: float) -> dict[str, An
 
 
 def minilm(backend: list[str], duration: float) -> dict[str, Any]:
+    """One served run, plus the CPU the model processes (workers or actors) spent per item: on a
+    shared machine throughput follows the CPU share a process gets; CPU per item does not."""
     with Serving("--model", "minilm:int8", "--instances", "2", "--threads", "1", *backend) as s:
+        rows = get_json_list(f"{s.url}/admin/instances")
+        processes = [psutil.Process(row["pid"]) for row in rows]
+        items_before = get_json(f"{s.url}/stats")["models"]["minilm"]["items"]
+        cpu_before = sum(_cpu(p) for p in processes)
         result = bench(s.url, "minilm", 32, duration)
-        result["batch_size_mean"] = get_json(f"{s.url}/stats")["models"]["minilm"][
-            "batch_size_mean"
-        ]
-        with urllib.request.urlopen(f"{s.url}/admin/instances", timeout=5) as response:
-            result["placement"] = [row.get("node") for row in json.loads(response.read())]
+        figures = get_json(f"{s.url}/stats")["models"]["minilm"]
+        items = figures["items"] - items_before
+        result["model_cpu_ms_per_item"] = (
+            (sum(_cpu(p) for p in processes) - cpu_before) * 1000 / items
+        )
+        result["batch_size_mean"] = figures["batch_size_mean"]
+        result["placement"] = [row.get("node") for row in rows]
         return result
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def get_json_list(url: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        rows: list[dict[str, Any]] = json.loads(response.read())
+    return rows
 
 
 CASES = ("echo_1_gateway", "echo_2_gateways", "minilm_local", "minilm_ray")
@@ -143,12 +164,18 @@ def table(rounds: list[dict[str, Any]]) -> str:
     gain = mean("echo_2_gateways") / mean("echo_1_gateway") - 1
     ratio = mean("minilm_ray") / mean("minilm_local")
     batches = [
-        (r["minilm_local"]["batch_size_mean"], r["minilm_ray"]["batch_size_mean"]) for r in rounds
+        tuple(round(r[case]["batch_size_mean"], 1) for case in ("minilm_local", "minilm_ray"))
+        for r in rounds
+    ]
+    cpu = [
+        tuple(round(r[case]["model_cpu_ms_per_item"], 2) for case in ("minilm_local", "minilm_ray"))
+        for r in rounds
     ]
     rows += [
         "",
         f"2 gateways vs 1: {gain:+.0%} req/s (mean of rounds). Ray vs local: {ratio:.2f} x req/s.",
         f"minilm mean batch size (local, Ray) per round: {batches}",
+        f"minilm model-process CPU ms per item (local, Ray) per round: {cpu}",
         f"Ray placement: {rounds[-1]['minilm_ray']['placement']}",
     ]
     return "\n".join(rows)
