@@ -9,8 +9,9 @@ Chunking: a 5,000-word text of real sentences through ``minilm`` (int8, the defa
 process, chunked and truncated, best of 5 runs, then served over HTTP (median of 5 requests).
 
 The ``--json`` object: ``load_average`` (1-min, at start), ``pipeline`` (one object per
-configuration: ``name``, ``args``, ``closed32`` and ``closed1`` with ``throughput_rps``,
-``latency_ms`` {p50, p99}, ``errors``), ``chunking`` (``words``, ``bytes``, ``tokens``,
+configuration: ``name``, ``args``, ``worker_rss_mb`` (each worker or stage process, MiB, after
+start-up), ``closed32`` and ``closed1`` with ``throughput_rps``, ``latency_ms`` {p50, p99},
+``errors``), ``stage_weights_mb`` (parameter MiB each stage holds, K=1/2/3), ``chunking`` (``words``, ``bytes``, ``tokens``,
 ``windows``, ``offline_ms`` {chunked, truncated} per thread count, ``served_ms`` {chunked,
 truncated}). Every server is started here and stopped by its PID; load goes to 127.0.0.1 only.
 """
@@ -28,6 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psutil
 from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -35,6 +37,7 @@ from harness import Serving, bench
 
 from dlproxy.models.builtin import minilm
 from dlproxy.models.builtin.corpus import sentences
+from dlproxy.models.builtin.minilm_stages import MiniLMStage
 
 CONFIGS: list[tuple[str, list[str]]] = [
     ("K=1, 1 instance x 2 threads", ["--instances", "1", "--threads", "2"]),
@@ -65,14 +68,34 @@ def pipeline(duration: float, progress: Progress) -> list[dict[str, Any]]:
     for name, args in CONFIGS:
         progress.update(task, description=f"pipeline: {name}")
         with Serving("--model", "minilm:torch", "--max-batch", "32", *args) as server:
+            workers = psutil.Process(server.process.pid).children()
+            rss_mb = sorted(round(w.memory_info().rss / 2**20) for w in workers)
             closed32 = bench(server.url, "minilm", 32, duration)
             progress.advance(task)
             closed1 = bench(server.url, "minilm", 1, duration)
             progress.advance(task)
         results.append(
-            {"name": name, "args": args, "closed32": summary(closed32), "closed1": summary(closed1)}
+            {
+                "name": name,
+                "args": args,
+                "worker_rss_mb": rss_mb,
+                "closed32": summary(closed32),
+                "closed1": summary(closed1),
+            }
         )
     return results
+
+
+def stage_weights_mb() -> dict[str, list[float]]:
+    """Parameter MiB each stage holds, for K = 1 (the whole model), 2 and 3."""
+    whole = minilm.load_bert()
+    out = {"K=1": [round(sum(p.numel() * 4 for p in whole.parameters()) / 2**20, 1)]}
+    for count in (2, 3):
+        stages = [MiniLMStage("torch", index, count) for index in range(count)]
+        for stage in stages:
+            stage.load()
+        out[f"K={count}"] = [round(stage.parameter_bytes() / 2**20, 1) for stage in stages]
+    return out
 
 
 def best_ms(call: Any, runs: int = 5) -> float:
@@ -143,6 +166,7 @@ def main() -> None:
     with Progress() as progress:
         if not args.skip_pipeline:
             results["pipeline"] = pipeline(args.duration, progress)
+            results["stage_weights_mb"] = stage_weights_mb()
         results["chunking"] = chunking(progress)
     print(json.dumps(results, indent=2))
     if args.json:

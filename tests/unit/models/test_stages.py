@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dlproxy.models.builtin.corpus import sentences
-from dlproxy.models.builtin.minilm import MiniLM
+from dlproxy.models.builtin.minilm import MiniLM, load_bert
 from dlproxy.models.builtin.minilm_stages import layer_ranges
 from dlproxy.models.stages import check_stages, create_stage
 from dlproxy.settings import Settings
@@ -65,3 +65,7 @@ def test_stages_in_a_row_compute_the_unsplit_model(count: int, unsplit: np.ndarr
         tensors = stage.run(tensors, {})
     assert list(tensors) == ["embedding"]
     np.testing.assert_allclose(tensors["embedding"], unsplit, atol=1e-5)
+    # Together the stages hold the model's weights once; none holds them all.
+    whole = sum(p.numel() * 4 for p in load_bert().parameters())
+    held = [stage.parameter_bytes() for stage in stages]  # type: ignore[attr-defined]
+    assert sum(held) == whole and max(held) < whole

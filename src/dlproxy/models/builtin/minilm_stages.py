@@ -86,6 +86,11 @@ class MiniLMStage(ModelStage):
             module.eval()
         self.run(self._warm_up_input(), {})
 
+    def parameter_bytes(self) -> int:
+        """Bytes of weights this stage holds: what model parallelism divides among the stages."""
+        modules = [m for m in (self._encoder_layers, self._embeddings) if m is not None]
+        return sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+
     def _warm_up_input(self) -> Tensors:
         if self.first:
             return {"text": np.array([b"Warm-up: the first run allocates buffers."], dtype=object)}
