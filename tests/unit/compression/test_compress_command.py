@@ -13,7 +13,7 @@ import pytest
 
 from dlproxy.cli import main
 from dlproxy.compression.adapters import MiniLMAdapter, adapter_for
-from dlproxy.compression.command import Method, apply, parse_method
+from dlproxy.compression.command import Method, apply, compress, parse_method
 from dlproxy.models.base import create_model, model_name
 from dlproxy.models.builtin import minilm
 from dlproxy.models.builtin.corpus import sentences
@@ -190,3 +190,31 @@ def test_dlproxy_serve_answers_real_sentences_from_a_compressed_directory(served
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     metadata = httpx.get(f"{served}/v2/models/minilm", timeout=10).json()
     assert "int8" in json.dumps(metadata)
+
+
+def test_digits_plugs_in_scored_by_accuracy_and_served_as_digits(
+    tmp_path: Path, dlproxy_home: Path
+) -> None:
+    from dlproxy.models.builtin import digits
+
+    report = compress(adapter_for("digits"), parse_method("int8-static"), tmp_path, rounds=1)
+    assert set(report.quality) == {"accuracy", "original_accuracy"}
+    assert report.quality["original_accuracy"] == pytest.approx(
+        digits.test_accuracy(digits.onnx_path("teacher"))
+    )
+    assert report.quality["accuracy"] >= report.quality["original_accuracy"] - 2.0
+    assert report.compressed.file_bytes < report.original.file_bytes
+    model = create_model(str(tmp_path))
+    model.load()
+    assert (model.spec.name, model.spec.version) == ("digits", "int8-static")
+    images = digits.load_split().test_images[:5]
+    outputs = model.predict({"image": images}, {})
+    assert outputs["probabilities"].shape == (5, 10) and outputs["label"].shape == (5,)
+
+
+def test_structured_pruning_of_a_model_without_it_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], dlproxy_home: Path
+) -> None:
+    args = ["compress", "digits", "--method", "structured-prune:0.25", "--out", str(tmp_path)]
+    assert main(args) == 2
+    assert "Structured pruning is not available for 'digits'" in capsys.readouterr().err
