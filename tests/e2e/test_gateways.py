@@ -1,5 +1,6 @@
-"""``dlproxy serve --gateways 2``: two gateway processes answer on one port (SO_REUSEPORT), and
-SIGTERM stops both gracefully: requests in flight are answered, no process is left behind."""
+"""``dlproxy serve --gateways 2``: two gateway processes answer on one port (SO_REUSEPORT), share
+results through Redis, and SIGTERM stops both gracefully: requests in flight are answered, no
+process is left behind."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from servers import redis_server
 from serving import Server
 
 pytestmark = pytest.mark.slow
@@ -70,3 +72,40 @@ def test_two_gateways_share_one_port_and_stop_together_on_sigterm(tmp_path: Path
         assert alive == []  # gateways and their workers are all gone
     finally:
         server.stop()
+
+
+def gateway_stats(url: str, gateways: int) -> dict[int, dict[str, object]]:
+    """/stats of every gateway, by pid (new connections until each has answered)."""
+    seen: dict[int, dict[str, object]] = {}
+    for _ in range(200):
+        with httpx.Client(timeout=10) as client:
+            stats = client.get(f"{url}/stats").json()
+        seen[stats["gateway_pid"]] = stats
+        if len(seen) == gateways:
+            return seen
+    raise AssertionError(f"only {len(seen)} of {gateways} gateways answered /stats")
+
+
+def test_gateways_share_results_through_redis(tmp_path: Path) -> None:
+    with redis_server() as redis:
+        server = Server(
+            "--model", "echo", "--gateways", "2", "--instances", "1", "--cache", "none",
+            "--redis", redis.url, log=tmp_path / "server.log",
+        ).wait_ready()  # fmt: skip
+        try:
+            levels = []
+            for _ in range(30):  # the same item, each time on a new connection
+                response = infer(server.url, "computed once for both gateways")
+                if response.status_code == 503:  # the other gateway is still starting
+                    time.sleep(0.05)
+                    continue
+                assert response.json()["outputs"][0]["data"] == ["computed once for both gateways"]
+                levels.append(response.headers["x-dlproxy-cache"])
+            assert levels[0] == "miss" and set(levels[1:]) == {"l2"}
+            stats = gateway_stats(server.url, 2).values()
+            computed = sorted(s["models"]["echo"]["items"] for s in stats)  # type: ignore[index]
+            assert computed == [0, 1]  # one gateway computed it; the other only read Redis
+            hits = sorted(s["cache"]["l2"]["hits"] for s in stats)  # type: ignore[index]
+            assert hits[0] >= 1  # both gateways answered from Redis
+        finally:
+            assert server.stop() == 0
