@@ -7,9 +7,13 @@ actor's in-flight batches are retried on the other node and the pool replaces th
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import numpy as np
+import psutil
 import pytest
 import zmq.asyncio
 
@@ -20,6 +24,9 @@ from dlproxy.bench.cluster import LocalRayCluster  # noqa: E402
 from dlproxy.gateway import Gateway, Limits  # noqa: E402
 from dlproxy.settings import Settings  # noqa: E402
 from dlproxy.types import InferenceRequest  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from serving import Server  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +43,30 @@ def request(i: int, **parameters: object) -> InferenceRequest:
         {"text": np.array([f"item {i}".encode()], dtype=object)},
         parameters=dict(parameters),
     )
+
+
+def test_dlproxy_serve_on_the_cluster_shows_nodes_and_stops_its_actors(
+    cluster: LocalRayCluster, tmp_path: Path
+) -> None:
+    # Runs first: the next test stops node_b.
+    server = Server(
+        "--model", "echo", "--instances", "2", "--backend", "ray",
+        "--ray-address", cluster.address, "--ray-num-cpus", "0.5", log=tmp_path / "serve.log",
+    ).wait_ready()  # fmt: skip
+    try:
+        rows = httpx.get(f"{server.url}/admin/instances").json()
+        assert sorted(row["node"] for row in rows) == ["node_a", "node_b"]
+        actors = [psutil.Process(row["pid"]) for row in rows]
+        response = httpx.post(
+            f"{server.url}/v2/models/echo/infer",
+            json={"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["x"]}]},
+        )
+        assert response.status_code == 200
+        assert response.headers["x-dlproxy-instance"] in {row["id"] for row in rows}
+    finally:
+        assert server.stop() == 0
+    _, alive = psutil.wait_procs(actors, timeout=15)
+    assert alive == []  # the gateway killed its actors on the way out
 
 
 async def test_actors_spread_over_both_nodes_and_a_lost_node_loses_no_request(
