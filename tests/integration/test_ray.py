@@ -1,7 +1,8 @@
 """Instances as Ray actors on a real two-node Ray cluster on this machine (``ray start`` twice).
 
-Ray spreads the instances over both nodes; stopping one node under load loses no request: its
-actor's in-flight batches are retried on the other node and the pool replaces the actor there.
+Ray spreads the instances over both nodes (``/admin/instances`` names each actor's node, and a
+stopped gateway kills its actors); stopping one node under load loses no request: its actor's
+in-flight batches are retried on the other node and the pool replaces the actor there.
 """
 
 from __future__ import annotations
