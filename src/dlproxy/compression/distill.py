@@ -7,14 +7,16 @@ digits look alike, and ``T^2`` keeps their gradients on the scale of the hard-la
 Data parallelism with ``torch.distributed`` (gloo, CPU): one process per rank, each holding a
 ``DistributedDataParallel`` replica that averages gradients across ranks (an all-reduce) after
 every backward pass. A ``DistributedSampler`` hands each rank a disjoint 1/N of each epoch's
-shuffled order, and a rank's batch is the global batch / N, so whatever N is, step k of an epoch
-trains on the same global batch (the shuffle depends only on the seed and the epoch): N=1 and N=2
-follow the same path up to float summation order. Ranks 1..N-1 are started with
-``torch.multiprocessing.spawn``; the rendezvous uses a free TCP port on 127.0.0.1 (the role of
-``MASTER_PORT``). With N=1 the single rank runs in the calling process, which saves the start of a
-fresh interpreter and torch import. The teacher's logits on the training images are computed once,
-here, and shipped to the ranks: the teacher is fixed and there is no augmentation, so recomputing
-them every step would only cost time.
+shuffled order, and a rank's batch is the global batch / N, so step k of an epoch trains on the
+same global batch whatever N is (the shuffle depends only on the seed and the epoch). The 1,348
+training images divide evenly over 1, 2 and 4 ranks, so for those N the runs agree to float
+precision (summation order); other N make the sampler repeat a few images to even the shares.
+
+The N ranks are started with ``torch.multiprocessing.spawn`` and meet at a free TCP port on
+127.0.0.1 (the role of ``MASTER_PORT``); with N=1 the one rank runs in the calling process, which
+saves a fresh interpreter and torch import. The teacher's logits on the training images are
+computed once, here, and shipped to the ranks: the teacher is fixed and there is no augmentation,
+so recomputing them every step would only cost time.
 """
 
 from __future__ import annotations

@@ -106,14 +106,15 @@ def test_two_ranks_train_a_servable_student(two_ranks: DistillReport) -> None:
 def test_one_and_two_ranks_follow_the_same_path(
     one_rank: DistillReport, two_ranks: DistillReport
 ) -> None:
-    """Same seed, same global batches: the ranks only change the order of float sums (and N=2
-    pads one duplicate image per epoch), so losses and weights stay close."""
+    """Same seed, same global batches (1,348 images split evenly): two ranks only change the
+    order of float sums, so the losses and the final weights agree to float precision."""
     for one, two in zip(one_rank.history, two_ranks.history, strict=True):
-        assert one["loss"] == pytest.approx(two["loss"], rel=0.02)
+        assert one["loss"] == pytest.approx(two["loss"], rel=1e-5)
+        assert one["test_accuracy"] == two["test_accuracy"]
     first = torch.load(one_rank.student_path.parent / "student.pt", weights_only=True)
     second = torch.load(two_ranks.student_path.parent / "student.pt", weights_only=True)
     for key in first:
-        assert np.allclose(first[key].numpy(), second[key].numpy(), atol=0.05), key
+        assert np.allclose(first[key].numpy(), second[key].numpy(), atol=1e-4), key
 
 
 @pytest.mark.slow

@@ -2,7 +2,9 @@
 
 Input ``image`` (FP32, [n, 64], pixel values 0..16 as in ``sklearn.datasets.load_digits``) ->
 ``probabilities`` (FP32, [n, 10]) and ``label`` (INT64, [n]). Nothing is downloaded: the 1,797
-images ship inside scikit-learn. A fixed, stratified split keeps 450 of them (25%) for testing.
+images ship inside scikit-learn. A fixed, stratified split keeps 449 of them (25%) for testing;
+the 1,348 training images divide evenly over 1, 2 or 4 data-parallel ranks (no padding), which
+lets ``dlproxy distill`` train on exactly the same global batches whatever the rank count.
 
 Variants, each cached in ``home()/models/digits/<variant>/`` as ``digits-<variant>.onnx`` (what is
 served), the torch weights and a ``meta.json`` (test accuracy, parameters, settings):
@@ -48,7 +50,8 @@ CLASSES = 10
 MAX_PIXEL = 16.0
 MAX_BATCH_SIZE = 1024
 SEED = 0
-TEST_SIZE = 450  # 25% of the 1,797 images, stratified by class
+TEST_SIZE = 449  # 25% of the 1,797 images (rounded down), stratified by class
+RECIPE = 2  # bump when the data, networks or training change: cached variants are then rebuilt
 TEACHER_EPOCHS = 30
 TEACHER_BATCH = 64
 TEACHER_LR = 3e-3
@@ -146,7 +149,7 @@ def weights_path(variant: str) -> Path:
 def export(variant: str | None = None, *, quiet: bool = False) -> Path:
     """Prepare ``variant`` once (file-locked) and return its graph's path."""
     variant = _check_variant(variant)
-    if onnx_path(variant).is_file():
+    if is_current(variant):
         return onnx_path(variant)
     with _progress(variant, quiet) as step:
         return _ensure(variant, step, quiet)
@@ -243,9 +246,18 @@ def test_accuracy(path: Path) -> float:
 
 
 def write_meta(variant_path: Path, meta: dict[str, Any]) -> None:
-    """``meta.json`` beside a graph: what it is and how well it does."""
+    """``meta.json`` beside a graph: what it is, how well it does, and the recipe that made it."""
     with atomic_path(variant_path.parent / "meta.json") as tmp:
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        tmp.write_text(json.dumps({**meta, "recipe": RECIPE}, indent=2) + "\n")
+
+
+def is_current(variant: str) -> bool:
+    """The variant's graph is cached and was made by this code's recipe (else it is rebuilt)."""
+    try:
+        meta = json.loads((variant_dir(variant) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return onnx_path(variant).is_file() and meta.get("recipe") == RECIPE
 
 
 class Classifier:
@@ -388,7 +400,7 @@ def _ensure(variant: str, step: Step, quiet: bool) -> Path:
         step("waiting for another process to prepare it")
         lock.acquire()
     try:
-        if target.is_file():
+        if is_current(variant):
             return target
         if variant == "teacher":
             _prepare_teacher(step)
