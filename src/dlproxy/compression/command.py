@@ -13,7 +13,9 @@ tokenizing included), ``latency_p50_ms`` (batch 1);
 ``speedup`` (compressed / original throughput), ``size_ratio``, ``latency_ratio``;
 ``quality``: ``cosine_mean`` and ``cosine_min`` to the original (minilm), or ``accuracy`` and
 ``original_accuracy`` in percent on the test split (digits);
-``details``: what the method did (e.g. ``parameters_before``/``after``, ``sparsity``, ``heads``);
+``details``: what the method did (pruning: ``parameters_before``, ``parameters_after``,
+``linear_sparsity``, ``fine_tuned``, and ``heads_per_layer``, ``ffn_width`` when structured;
+int8-static: ``calibration_items``, ``nodes_left_in_float``);
 ``seconds``: the whole run.
 """
 
@@ -78,6 +80,8 @@ def parse_method(text: str) -> Method:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__  # the methods and the --json keys, in --help
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
         "model", metavar="MODEL", help="built-in model to compress (minilm, digits)"
     )
