@@ -15,7 +15,7 @@ from dlproxy.compression.distill import DistillConfig, DistillReport, distill, d
 from dlproxy.models.base import create_model, model_name
 from dlproxy.models.builtin import digits
 
-EPOCHS = 3  # enough to see learning; the full 60 epochs are measured in docs/benchmarks.md
+EPOCHS = 3  # enough to see learning; the full 100 epochs are measured in docs/benchmarks.md
 
 
 def accuracy_of(reference: str) -> float:
