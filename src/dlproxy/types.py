@@ -59,6 +59,10 @@ class ModelSpec:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     max_batch_size: int
+    unit_bytes: int = 0
+    """How batches count a text (BYTES) item: one unit per ``unit_bytes`` bytes, rounded up (0: one
+    per item). A model that chunks long texts does work in proportion to their length, so the
+    batcher fills batches by units, not items: 32 texts of 5,000 words are ~870 windows, not 32."""
 
 
 @dataclass(slots=True)

@@ -5,6 +5,10 @@ The rule: an idle instance gets whatever is queued at once (a lone request never
 full or its oldest request has waited ``max_delay``. Waiting requests are woken by the completion of a
 batch or by one timer, never by polling. The queue is bounded in items: a request that does not fit
 is refused at once.
+
+Batches, the queue bound and the admission estimate count *units*: one per item, or for a model
+whose ``ModelSpec.unit_bytes`` is set, one per that many bytes of each text item (``units_of``). A
+long text that the model cuts into many windows then takes the room of that many short ones.
 """
 
 from __future__ import annotations
@@ -29,18 +33,32 @@ SendBatch = Callable[
 ]
 
 
+def units_of(request: InferenceRequest, unit_bytes: int) -> int:
+    """The batch units ``request`` takes: its items, each text counted by its size in
+    ``unit_bytes`` (rounded up, at least 1) when ``unit_bytes`` is set."""
+    items = request.items
+    if unit_bytes <= 0:
+        return items
+    for array in request.inputs.values():
+        if array.dtype == object:
+            return sum(max(1, -(-len(item) // unit_bytes)) for item in array.ravel())
+    return items
+
+
 @dataclass(slots=True)
 class Pending:
     request: InferenceRequest
     parameters: dict[str, Any]
     future: asyncio.Future[Outputs]
     enqueued: float
+    units: int = 1
 
 
 @dataclass(slots=True)
 class BatcherStatistics:
     queued_requests: int
     queued_items: int
+    """Queued batch units (items; long texts count by size, see ``units_of``)."""
     inflight_requests: int
     inflight_batches: int
     batches: int
@@ -62,22 +80,25 @@ class Batcher:
     on_batch: Callable[[int, float], None] = lambda size, latency: None
     max_queue_wait: float | None = None
     """Admission control: refuse a request whose estimated wait in the queue is longer (s)."""
+    unit_bytes: int = 0
+    """Set from the model's spec once it is loaded: see ``units_of``."""
 
     def __post_init__(self) -> None:
         if self.max_queue_items < 1:
             raise ValueError(f"max_queue_items must be >= 1, got {self.max_queue_items}")
         self._loop = asyncio.get_running_loop()
         self._queue: deque[Pending] = deque()
-        self._queued_items = 0
+        self._queued_units = 0
         self._inflight_batches = 0
         self._inflight_requests = 0
+        self._inflight_units = 0
         self._timer: asyncio.TimerHandle | None = None
         self._batches = 0
         self._items = 0
         self._queue_wait = Histogram(LATENCY_BUCKETS)
         self._inference = Histogram(LATENCY_BUCKETS)
         self._batch_size = Histogram(SIZE_BUCKETS)
-        self._seconds_per_item = 0.0  # EWMA of batch latency / items: the queue-wait estimate
+        self._seconds_per_unit = 0.0  # EWMA of batch latency / units: the queue-wait estimate
         self._idle = asyncio.Event()
         self._idle.set()
         self.open = True
@@ -88,19 +109,19 @@ class Batcher:
         """Queue a request; the future resolves with its outputs. Raises Overloaded when full."""
         if not self.open:
             raise InstanceFailed("the instance is stopping")
-        items = request.items
-        if self._queued_items + items > self.max_queue_items and self._queue:
-            raise Overloaded(f"the instance queue is full ({self._queued_items} items waiting)")
+        units = units_of(request, self.unit_bytes)
+        if self._queued_units + units > self.max_queue_items and self._queue:
+            raise Overloaded(f"the instance queue is full ({self._queued_units} items waiting)")
         if self.max_queue_wait is not None and self._queue:
-            wait = (self._queued_items + items) * self._seconds_per_item
+            wait = (self._queued_units + units) * self._seconds_per_unit
             if wait > self.max_queue_wait:
                 raise Overloaded(
                     f"the instance is overloaded (estimated queue wait {wait * 1000:.0f} ms)",
                     retry_after=wait,
                 )
         future: asyncio.Future[Outputs] = self._loop.create_future()
-        self._queue.append(Pending(request, parameters, future, self._loop.time()))
-        self._queued_items += items
+        self._queue.append(Pending(request, parameters, future, self._loop.time(), units))
+        self._queued_units += units
         self._pump()
         return future
 
@@ -112,10 +133,15 @@ class Batcher:
     def inflight(self) -> int:
         return self._inflight_requests
 
+    @property
+    def inflight_units(self) -> int:
+        """Units in the batches the instance holds: what the hang watchdog scales its limit by."""
+        return self._inflight_units
+
     def statistics(self) -> BatcherStatistics:
         return BatcherStatistics(
             len(self._queue),
-            self._queued_items,
+            self._queued_units,
             self._inflight_requests,
             self._inflight_batches,
             self._batches,
@@ -133,7 +159,7 @@ class Batcher:
         """Take every queued (not yet sent) request out, for another instance to serve."""
         taken = list(self._queue)
         self._queue.clear()
-        self._queued_items = 0
+        self._queued_units = 0
         return taken
 
     def _pump(self) -> None:
@@ -141,7 +167,7 @@ class Batcher:
             self._timer.cancel()
             self._timer = None
         while self._queue and self._inflight_batches < self.depth:
-            if self._inflight_batches > 0 and self._queued_items < self.policy.max_batch:
+            if self._inflight_batches > 0 and self._queued_units < self.policy.max_batch:
                 wake = self._queue[0].enqueued + self.policy.max_delay
                 if self._loop.time() < wake:
                     self._timer = self._loop.call_at(wake, self._pump)
@@ -153,19 +179,19 @@ class Batcher:
             self._idle.set()
 
     def _take(self) -> list[Pending]:
-        """The next batch: FIFO, up to max_batch items, same parameters, deadlines checked."""
+        """The next batch: FIFO, up to max_batch units, same parameters, deadlines checked."""
         now = self._loop.time()
         taken: list[Pending] = []
         size = 0
         while self._queue:
             head = self._queue[0]
-            n = head.request.items
+            n = head.units
             if taken and (
                 size + n > self.policy.max_batch or head.parameters != taken[0].parameters
             ):
                 break
             self._queue.popleft()
-            self._queued_items -= n
+            self._queued_units -= n
             if head.future.done():  # the client gave up
                 continue
             if head.request.deadline is not None and head.request.deadline <= now:
@@ -194,16 +220,20 @@ class Batcher:
         reply = self.send(inputs, batch[0].parameters)
         self._inflight_batches += 1
         self._inflight_requests += len(batch)
-        reply.add_done_callback(lambda done: self._complete(batch, done, started))
+        units = sum(p.units for p in batch)
+        self._inflight_units += units
+        reply.add_done_callback(lambda done: self._complete(batch, done, started, units))
 
     def _complete(
         self,
         batch: list[Pending],
         reply: asyncio.Future[protocol.Result | protocol.Failure],
         started: float,
+        units: int,
     ) -> None:
         self._inflight_batches -= 1
         self._inflight_requests -= len(batch)
+        self._inflight_units -= units
         try:
             message = reply.result()
         except Exception as exc:
@@ -218,11 +248,11 @@ class Batcher:
         self._items += items
         self._inference.observe(latency)
         self._batch_size.observe(items)
-        per_item = latency / items
-        self._seconds_per_item = (
-            per_item if self._batches == 1 else 0.9 * self._seconds_per_item + 0.1 * per_item
+        per_unit = latency / units
+        self._seconds_per_unit = (
+            per_unit if self._batches == 1 else 0.9 * self._seconds_per_unit + 0.1 * per_unit
         )
-        self.policy.observe(latency, items)
+        self.policy.observe(latency, units)
         self.on_batch(items, latency)
         if isinstance(message, protocol.Failure):
             error: Exception = (

@@ -160,11 +160,16 @@ class LocalInstance:
             await asyncio.sleep(min(1.0, self.heartbeat_timeout / 2))
             silent = time.monotonic() - self._channel.last_heard
             busy = self._channel.oldest_pending_age()
+            # A batch of more units than a full one (one request of many long texts) may take
+            # proportionally longer before it counts as hung.
+            allowed = self.hang_timeout * max(
+                1.0, self.batcher.inflight_units / max(1, self.batcher.policy.max_batch)
+            )
             # Computing, a worker sends nothing: then only the age of its oldest batch counts.
-            if busy > self.hang_timeout or (busy == 0.0 and silent > self.heartbeat_timeout):
+            if busy > allowed or (busy == 0.0 and silent > self.heartbeat_timeout):
                 reason = (
                     f"held a batch for {busy:.1f} s"
-                    if busy > self.hang_timeout
+                    if busy > allowed
                     else f"silent for {silent:.1f} s"
                 )
                 log.warning("instance %s (pid %s) %s: killing it", self.id, self.pid, reason)

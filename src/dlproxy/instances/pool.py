@@ -86,6 +86,8 @@ class InstancePool:
         except BaseException:
             self.instances.remove(instance)
             raise
+        if instance.spec is not None:  # before any request: no await since it became ready
+            instance.batcher.unit_bytes = instance.spec.unit_bytes
         return instance
 
     async def attach(self, instance: UpstreamInstance) -> UpstreamInstance:

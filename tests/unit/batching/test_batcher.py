@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dlproxy.batching.batcher import Batcher
+from dlproxy.batching.batcher import Batcher, units_of
 from dlproxy.batching.policy import FixedBatching
 from dlproxy.errors import BadRequest, DeadlineExceeded, Overloaded
 from dlproxy.instances import protocol
@@ -168,3 +168,33 @@ async def test_admission_refuses_when_the_estimated_wait_is_too_long() -> None:
     b.submit(request(4), {})  # 2 x per_item
     with pytest.raises(Overloaded, match="estimated queue wait"):
         b.submit(request(5), {})  # 3 x per_item > 2.5 x
+
+
+def texts(*sizes: int) -> InferenceRequest:
+    """A request of text items of the given byte lengths."""
+    data = np.array([b"x" * n for n in sizes], dtype=object)
+    return InferenceRequest("m", {"x": data})
+
+
+def test_units_count_items_unless_the_model_counts_text_by_size() -> None:
+    assert units_of(texts(10, 5000, 1), unit_bytes=0) == 3
+    # 10 B and 1 B are one unit each; 5,000 B at 1,024 per unit is 5 (rounded up).
+    assert units_of(texts(10, 5000, 1), unit_bytes=1024) == 7
+    assert units_of(request(1, 2, 3), unit_bytes=1024) == 3  # not text: items
+
+
+async def test_long_texts_fill_a_batch_by_their_size_not_their_count() -> None:
+    worker = HandWorker()
+    b = Batcher(worker, 1000, FixedBatching(8, 0.002), 1, unit_bytes=100)
+    first = b.submit(texts(10), {})
+    # Queued behind the first: three texts of 4 units each, then two short ones.
+    rest = [b.submit(texts(n), {}) for n in (400, 400, 400, 10, 10)]
+    assert b.statistics().queued_items == 4 + 4 + 4 + 1 + 1
+    _, _, future = worker.sent[0]
+    future.set_result(protocol.Result(0, {"y": protocol.to_wire(np.zeros(1))}, protocol.Load()))
+    await first
+    # 8 units per batch: two long texts (4 + 4), not all five requests (14 units).
+    assert [len(inputs["x"]) for inputs, _, _ in worker.sent] == [1, 2]
+    assert b.inflight_units == 8
+    for f in rest:
+        f.cancel()

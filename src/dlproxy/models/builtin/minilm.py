@@ -59,6 +59,9 @@ DEFAULT_VARIANT = "int8"  # chosen by measurement: see the module docstring
 MAX_SEQ_LENGTH = 256  # sentence-transformers' max_seq_length for this model
 DIMENSION = 384
 MAX_BATCH_SIZE = 256
+# About one chunking window of English text (222 new tokens of ~5 bytes): how the batcher counts a
+# long text, so that a batch of long texts is as much work as a full batch of sentences.
+WINDOW_BYTES = 1024
 OVERLAP = 32  # tokens consecutive windows of a long text share
 # Most padded tokens in one model run: a batch of many long texts runs in slices of about 64 full
 # windows, so its attention memory stays bounded (any text of <= 64 windows runs in one go).
@@ -180,6 +183,7 @@ class MiniLM(Model):
             inputs=(TensorSpec("text", "BYTES", (-1,)),),
             outputs=(TensorSpec("embedding", "FP32", (-1, DIMENSION)),),
             max_batch_size=MAX_BATCH_SIZE,
+            unit_bytes=WINDOW_BYTES,
         )
         self._splitter: tuple[Any, chunking.Windowing] | None = None
         self._session: Any = None
