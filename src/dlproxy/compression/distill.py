@@ -82,6 +82,8 @@ class DistillConfig:
             raise ValueError(f"--alpha is the soft-target weight, 0..1; got {self.alpha}.")
         if not self.lr > 0:
             raise ValueError(f"--lr must be positive, got {self.lr}.")
+        if self.out is not None and self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"--out {self.out} is a file; give a folder to write the student in.")
 
     @property
     def out_dir(self) -> Path:

@@ -79,9 +79,14 @@ def test_bad_settings_are_refused_with_a_reason(changes: dict[str, object], mess
         DistillConfig(**changes).check()  # type: ignore[arg-type]
 
 
-def test_cli_refuses_bad_settings_before_training(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_refuses_bad_settings_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["distill", "--nproc", "2", "--batch-size", "63"]) == 2
     assert "must be a multiple of --nproc 2" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(["distill", "--out", str(tmp_path / "file")]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err
 
 
 @pytest.mark.slow
