@@ -115,7 +115,13 @@ class DistillReport:
     models: list[Measured] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: see docs/benchmarks.md for the keys."""
+        """The ``--json`` object. Keys: ``settings`` (every flag; ``out`` resolved),
+        ``student_path``, ``train_seconds`` (rank 0's loop), ``wall_seconds``, ``history`` (per
+        epoch: ``epoch``, ``loss`` averaged over all ranks, student ``test_accuracy`` in %),
+        ``models`` (``teacher``, ``student``, ``int8``: ``network``, ``path``, ``accuracy`` in %
+        on the 449 test images, ``parameters``, ``file_bytes``, ``items_per_s`` by batch size as
+        a string), ``accuracy_gap`` (teacher - student, points), ``parameter_ratio``.
+        """
         settings = asdict(self.config)
         settings["out"] = str(self.config.out_dir)
         models = {m.name: asdict(m) for m in self.models}
