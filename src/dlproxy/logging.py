@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -73,3 +75,16 @@ def access(
             "cache": cache,
         },
     )
+
+
+@contextmanager
+def quiet_logger(name: str = "") -> Iterator[None]:
+    """Only errors from logger ``name`` ("" is the root) for the block: the noise of export and
+    quantization tools (advice, tracer notes) is not news to a user."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from dlproxy.compression.quantize import Feeds, matmuls_reading
+from dlproxy.logging import quiet_logger
 from dlproxy.models.base import Model
 from dlproxy.plugins import import_from_string
 
@@ -103,7 +104,7 @@ class MiniLMAdapter(Adapter):
         sample = minilm.tokenize(minilm.load_tokenizer(), ["Export sample.", "A longer sample."])
         args = tuple(torch.from_numpy(sample[name]) for name in minilm.INPUT_NAMES)
         batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-        with warnings.catch_warnings(), torch.no_grad(), minilm._quiet_logger("torch.onnx"):
+        with warnings.catch_warnings(), torch.no_grad(), quiet_logger("torch.onnx"):
             warnings.simplefilter("ignore")  # exporter chatter, as in the built-in export
             torch.onnx.export(
                 module,

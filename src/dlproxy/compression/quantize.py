@@ -14,13 +14,13 @@
 
 from __future__ import annotations
 
-import logging
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from dlproxy.logging import quiet_logger
 
 Feeds = dict[str, np.ndarray]
 
@@ -29,7 +29,7 @@ def quantize_dynamic_int8(source: Path, target: Path) -> None:
     """Dynamic int8 with per-channel QInt8 weights."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with _quiet():  # "consider pre-processing": advice meant for static quantization
+    with quiet_logger():  # "consider pre-processing": advice meant for static quantization
         quantize_dynamic(source, target, per_channel=True, weight_type=QuantType.QInt8)
 
 
@@ -54,7 +54,7 @@ def quantize_static_int8(
         raise ValueError("Static quantization needs at least one calibration batch.")
     with tempfile.TemporaryDirectory(prefix="dlproxy-quantize-") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
-        with _quiet():
+        with quiet_logger():
             # Shape inference and graph cleanup first, as ONNX Runtime recommends for static mode.
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
             quantize_static(
@@ -96,7 +96,7 @@ def convert_fp16(source: Path, target: Path) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(source))
-    with _quiet():
+    with quiet_logger():
         converted = convert_float_to_float16(model, keep_io_types=True)
     onnx.save(converted, str(target))
 
@@ -118,15 +118,3 @@ class Batches:
     def rewind(self) -> None:
         """Start again from the first batch (the calibrator may read twice)."""
         self._next = 0
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """Only errors from the root logger for the block: the tools' advice is not news here."""
-    logger = logging.getLogger()
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)

@@ -26,7 +26,6 @@ than torch eager at every batch size we measured (see docs/benchmarks.md).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
 import time
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from dlproxy.errors import BadRequest
+from dlproxy.logging import quiet_logger
 from dlproxy.models.base import Model, home
 from dlproxy.types import ModelSpec, TensorSpec
 
@@ -223,7 +223,7 @@ def export_onnx(net: Any, target: Path) -> None:
             return torch.softmax(logits, dim=1), torch.argmax(logits, dim=1)
 
     sample = torch.zeros(2, PIXELS)  # two rows, so the batch axis is not specialised to 1
-    with warnings.catch_warnings(), torch.no_grad(), _quiet_logger("torch.onnx"):
+    with warnings.catch_warnings(), torch.no_grad(), quiet_logger("torch.onnx"):
         warnings.simplefilter("ignore")  # exporter chatter (axis naming, deprecations)
         torch.onnx.export(
             Served(net).eval(),
@@ -335,18 +335,6 @@ def check_images(images: np.ndarray) -> np.ndarray:
     if not np.isfinite(array).all():
         raise BadRequest("Input 'image' holds NaN or infinite values; send pixels 0..16.")
     return array
-
-
-@contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
-    """Only errors from logger ``name`` for the block: export noise is not news."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 @contextmanager
@@ -462,7 +450,7 @@ def _prepare_int8(step: Step) -> None:
 
     step("quantizing to int8 (static, calibrated)")
     split = load_split()
-    with atomic_path(onnx_path("int8")) as tmp, _quiet_logger(""):  # "consider pre-processing"
+    with atomic_path(onnx_path("int8")) as tmp, quiet_logger(""):  # "consider pre-processing"
         quantize_static(
             str(onnx_path("teacher")),
             str(tmp),

@@ -37,7 +37,6 @@ tracing; ~6 s once torch is loaded), then ~2 s to quantize ``int8``.
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import tempfile
 import time
@@ -50,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from dlproxy.errors import BadRequest
+from dlproxy.logging import quiet_logger
 from dlproxy.models import chunking
 from dlproxy.models.base import Model, home
 from dlproxy.types import ModelSpec, TensorSpec
@@ -365,7 +365,7 @@ def _export_fp32(tmp: Path, step: Step) -> None:
     args = tuple(torch.from_numpy(sample[name]) for name in INPUT_NAMES)
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     step("exporting to ONNX")
-    with warnings.catch_warnings(), torch.no_grad(), _quiet_logger("torch.onnx"):
+    with warnings.catch_warnings(), torch.no_grad(), quiet_logger("torch.onnx"):
         warnings.simplefilter("ignore")  # exporter chatter (axis naming, deprecations)
         torch.onnx.export(
             model,
@@ -386,7 +386,7 @@ def _quantize(source: Path, tmp: Path, step: Step) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     step("quantizing to int8 (per channel)")
-    with _quiet_logger(""):  # "consider pre-processing": meant for static quantization
+    with quiet_logger(""):  # "consider pre-processing": meant for static quantization
         quantize_dynamic(source, tmp, per_channel=True, weight_type=QuantType.QInt8)
 
 
@@ -410,18 +410,6 @@ def _check(variant: str, path: Path) -> None:
     worst = float((got * expected).sum(axis=1).min())
     if got.shape != (len(texts), DIMENSION) or not worst >= floor:
         raise RuntimeError(f"The {variant} export of minilm is off: cosine {worst:.4f} < {floor}.")
-
-
-@contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
-    """Only errors from logger ``name`` ("" is the root) for the block: export noise is not news."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 @contextmanager
