@@ -75,11 +75,11 @@ class Watch:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default="queue_length")
-    parser.add_argument("--low", type=float, default=100.0)
+    parser.add_argument("--low", type=float, default=50.0)
     parser.add_argument("--high", type=float, default=500.0)
     parser.add_argument("--before", type=float, default=10.0)
     parser.add_argument("--after", type=float, default=30.0)
-    parser.add_argument("--idle", type=float, default=60.0, help="max s to wait for scale-down")
+    parser.add_argument("--idle", type=float, default=150.0, help="max s to wait for scale-down")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -96,6 +96,7 @@ def main() -> None:
         deadline = idle_from + args.idle
         while time.monotonic() < deadline and watch.first(idle_from, lambda n: n == 1) is None:
             time.sleep(0.2)
+    before_step = [count for when, count in watch.serving if when < step]
     to_serving = watch.first(step, lambda n: n >= 2)
     to_one = watch.first(idle_from, lambda n: n == 1)
     early = high.start_s < 10.0
@@ -108,9 +109,12 @@ def main() -> None:
         "transition_p99_ms": transition["p99"],
         "transition_requests": int(np.count_nonzero(early)),
         "idle_to_one_instance_s": to_one,
+        "most_instances_before_step": max(before_step, default=0),
+        "timeline": [(round(when - step, 2), count) for when, count in watch.serving],
     }
     print(
-        f"{args.policy}: {args.low:g} -> {args.high:g} req/s. Before: p99 "
+        f"{args.policy}: {args.low:g} -> {args.high:g} req/s. Before: at most "
+        f"{result['most_instances_before_step']} instance(s) serving, p99 "
         f"{result['before']['latency_ms']['p99']} ms, {result['before']['errors']} errors. "
         f"Second instance serving {to_serving} s after the step; p99 of the first 10 s "
         f"{transition['p99']} ms; after: {result['after']['throughput_rps']:.0f} req/s, p99 "
