@@ -5,6 +5,10 @@ should carry. The count follows the average over ``stable_window`` (a blip does 
 unless the average over the short ``panic_window`` asks for ``panic_threshold`` times the ready
 instances: then the pool is in panic, follows the short window up at once, and does not scale
 down until a whole stable window has passed without a new panic.
+
+Concurrency is sampled once a tick, so until a whole panic window of samples exists the count
+is held: one sample that caught a single request in flight would otherwise read as more than one
+instance's worth (at a target below 1) and start an instance nobody needs.
 """
 
 from __future__ import annotations
@@ -37,10 +41,15 @@ class QueueLength:
         self.panic_until = -math.inf
         self._samples: deque[tuple[float, float]] = deque()
         self._held = 0  # the count while in panic: it only goes up
+        self._first: float | None = None  # when the first sample was taken
 
     def desired(self, snapshot: Snapshot, now: float) -> int:
         concurrency = float(snapshot.queued + snapshot.inflight)
         self._samples.append((now, concurrency))
+        if self._first is None:
+            self._first = now
+        if now - self._first < self.panic_window:  # too few samples to tell a load from a blip
+            return max(1, snapshot.ready + snapshot.starting)
         while self._samples and self._samples[0][0] <= now - self.stable_window:
             self._samples.popleft()
         stable = math.ceil(self._average(now, self.stable_window) / self.target)

@@ -55,6 +55,22 @@ def test_no_scale_down_until_a_stable_window_after_the_panic(
     assert calm[-1] == 1  # a stable window later, the quiet is believed
 
 
+def test_a_request_caught_in_flight_at_start_does_not_start_an_instance(
+    make_snapshot: MakeSnapshot,
+) -> None:
+    policy, clock = QueueLength(target=0.75, panic_window=6.0), ManualClock()
+    # Light load (a request in flight at some ticks): one instance carries it, from the first tick.
+    answers = [tick(policy, make_snapshot, clock, c, 1) for c in (1, 0, 0, 1, 0, 0, 0, 0, 0, 0)]
+    assert answers == [1] * 10
+
+
+def test_after_the_first_panic_window_a_burst_is_followed(make_snapshot: MakeSnapshot) -> None:
+    policy, clock = QueueLength(target=1.0, panic_window=6.0), ManualClock()
+    answers = [tick(policy, make_snapshot, clock, 10, 1) for _ in range(8)]
+    assert answers[:5] == [1] * 5  # too few samples yet
+    assert answers[-1] >= 10
+
+
 @pytest.mark.parametrize(
     "options", [{"target": 0.0}, {"panic_window": 0.0}, {"panic_window": 90.0}]
 )
