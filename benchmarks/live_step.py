@@ -101,6 +101,7 @@ def main() -> None:
     to_one = watch.first(idle_from, lambda n: n == 1)
     early = high.start_s < 10.0
     transition = latency_ms(high.latency_s[early & (high.status == 200)])
+    settled = latency_ms(high.latency_s[~early & (high.status == 200)])
     result = {
         "policy": args.policy,
         "before": Report(low).to_dict(),
@@ -108,6 +109,7 @@ def main() -> None:
         "step_to_second_instance_serving_s": to_serving,
         "transition_p99_ms": transition["p99"],
         "transition_requests": int(np.count_nonzero(early)),
+        "settled_p99_ms": settled["p99"],
         "idle_to_one_instance_s": to_one,
         "most_instances_before_step": max(before_step, default=0),
         "timeline": [(round(when - step, 2), count) for when, count in watch.serving],
@@ -117,7 +119,8 @@ def main() -> None:
         f"{result['most_instances_before_step']} instance(s) serving, p99 "
         f"{result['before']['latency_ms']['p99']} ms, {result['before']['errors']} errors. "
         f"Second instance serving {to_serving} s after the step; p99 of the first 10 s "
-        f"{transition['p99']} ms; after: {result['after']['throughput_rps']:.0f} req/s, p99 "
+        f"{transition['p99']} ms, of the rest {settled['p99']} ms; whole high phase: "
+        f"{result['after']['throughput_rps']:.0f} req/s, p99 "
         f"{result['after']['latency_ms']['p99']} ms, {result['after']['errors']} errors, "
         f"{result['after']['dropped']} dropped. Back to one instance {to_one} s after the load "
         "stopped."
