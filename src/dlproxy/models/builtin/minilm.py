@@ -266,6 +266,10 @@ def _session(path: Path, threads: int) -> Any:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Memory patterns are planned and kept per input shape, and every batch here has a new one
+    # (batch size x longest text): with them a worker's RSS kept growing in steps under load
+    # (+17 % in a 10-minute soak; 520 vs 315 MiB after 600 mixed batches, same speed without).
+    options.enable_mem_pattern = False
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
