@@ -77,7 +77,6 @@ class Batcher:
     max_queue_items: int
     policy: BatchingPolicy = field(default_factory=FixedBatching)
     depth: int = 2
-    on_batch: Callable[[int, float], None] = lambda size, latency: None
     max_queue_wait: float | None = None
     """Admission control: refuse a request whose estimated wait in the queue is longer (s)."""
     unit_bytes: int = 0
@@ -98,6 +97,8 @@ class Batcher:
         self._queue_wait = Histogram(LATENCY_BUCKETS)
         self._inference = Histogram(LATENCY_BUCKETS)
         self._batch_size = Histogram(SIZE_BUCKETS)
+        self.latency_ewma = 0.0
+        """Seconds from sending a batch to its reply, smoothed: what least-response-time weighs."""
         self._seconds_per_unit = 0.0  # EWMA of batch latency / units: the queue-wait estimate
         self._idle = asyncio.Event()
         self._idle.set()
@@ -135,8 +136,14 @@ class Batcher:
 
     @property
     def inflight_units(self) -> int:
-        """Units in the batches the instance holds: what the hang watchdog scales its limit by."""
+        """Units in the batches the instance holds."""
         return self._inflight_units
+
+    def hold_limit(self, hang_timeout: float) -> float:
+        """Seconds the oldest batch may be held before its instance counts as hung: the timeout,
+        longer in proportion when the batches held are bigger than a full one (one request of
+        many long texts cannot be split)."""
+        return hang_timeout * max(1.0, self._inflight_units / max(1, self.policy.max_batch))
 
     def statistics(self) -> BatcherStatistics:
         return BatcherStatistics(
@@ -253,7 +260,9 @@ class Batcher:
             per_unit if self._batches == 1 else 0.9 * self._seconds_per_unit + 0.1 * per_unit
         )
         self.policy.observe(latency, units)
-        self.on_batch(items, latency)
+        self.latency_ewma = (
+            latency if self.latency_ewma == 0.0 else 0.8 * self.latency_ewma + 0.2 * latency
+        )
         if isinstance(message, protocol.Failure):
             error: Exception = (
                 BadRequest(message.message) if message.bad_input else ModelError(message.message)

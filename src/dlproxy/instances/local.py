@@ -19,17 +19,18 @@ from typing import Any
 
 import zmq.asyncio
 
-from dlproxy.batching.batcher import Batcher, Outputs
+from dlproxy.batching.batcher import Batcher
 from dlproxy.batching.policy import FixedBatching
 from dlproxy.instances import protocol
+from dlproxy.instances.base import BatchedInstance
 from dlproxy.instances.channel import WorkerChannel
-from dlproxy.types import InferenceRequest, InstanceView, ModelSpec
+from dlproxy.types import ModelSpec
 
 log = logging.getLogger("dlproxy.instances")
 _numbers = itertools.count(1)
 
 
-class LocalInstance:
+class LocalInstance(BatchedInstance):
     """One worker process serving one model."""
 
     def __init__(
@@ -57,7 +58,6 @@ class LocalInstance:
         self.hung = 0
         self.pid: int | None = None
         self.spec: ModelSpec | None = None
-        self.latency_ewma = 0.0
         self.start_timeout = start_timeout
         self.hang_timeout = hang_timeout
         self.heartbeat_timeout = heartbeat_timeout
@@ -69,38 +69,16 @@ class LocalInstance:
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
         self.on_failure: Callable[[LocalInstance, list[Any]], None] = lambda instance, orphans: None
-        self.batcher = Batcher(
-            self._send, max_queue_items, batching, depth, self._observe, max_queue_wait
-        )
+        self.batcher = Batcher(self._send, max_queue_items, batching, depth, max_queue_wait)
 
     def _send(self, inputs: Any, parameters: Any) -> Any:
         assert self._channel is not None
         return self._channel.send_batch(inputs, parameters)
 
-    def _observe(self, size: int, latency: float) -> None:
-        self.latency_ewma = (
-            latency if self.latency_ewma == 0.0 else 0.8 * self.latency_ewma + 0.2 * latency
-        )
-
     @property
     def load(self) -> protocol.Load:
         """The worker's latest figures (service time, CPU, memory), from its replies."""
         return self._channel.load if self._channel is not None else protocol.Load()
-
-    def view(self) -> InstanceView:
-        return InstanceView(
-            self.id,
-            self.weight,
-            self.batcher.inflight,
-            self.batcher.queued,
-            self.latency_ewma,
-            self.state == "ready",
-        )
-
-    def submit(
-        self, request: InferenceRequest, parameters: dict[str, Any]
-    ) -> asyncio.Future[Outputs]:
-        return self.batcher.submit(request, parameters)
 
     async def start(self) -> None:
         """Start the worker and wait until its model is loaded; raises if it dies first."""
@@ -160,11 +138,7 @@ class LocalInstance:
             await asyncio.sleep(min(1.0, self.heartbeat_timeout / 2))
             silent = time.monotonic() - self._channel.last_heard
             busy = self._channel.oldest_pending_age()
-            # A batch of more units than a full one (one request of many long texts) may take
-            # proportionally longer before it counts as hung.
-            allowed = self.hang_timeout * max(
-                1.0, self.batcher.inflight_units / max(1, self.batcher.policy.max_batch)
-            )
+            allowed = self.batcher.hold_limit(self.hang_timeout)
             # Computing, a worker sends nothing: then only the age of its oldest batch counts.
             if busy > allowed or (busy == 0.0 and silent > self.heartbeat_timeout):
                 reason = (

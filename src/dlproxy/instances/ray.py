@@ -26,11 +26,12 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayError
 
-from dlproxy.batching.batcher import Batcher, Outputs
+from dlproxy.batching.batcher import Batcher
 from dlproxy.batching.policy import BatchingPolicy
 from dlproxy.errors import InstanceFailed
 from dlproxy.instances import protocol
-from dlproxy.types import InferenceRequest, InstanceView, ModelSpec
+from dlproxy.instances.base import BatchedInstance
+from dlproxy.types import ModelSpec
 
 log = logging.getLogger("dlproxy.instances")
 _numbers = itertools.count(1)
@@ -110,7 +111,7 @@ def _actor_class() -> Any:
     return _RemoteActor
 
 
-class RayInstance:
+class RayInstance(BatchedInstance):
     """One Ray actor serving one model."""
 
     def __init__(
@@ -140,7 +141,6 @@ class RayInstance:
         self.node: str | None = None
         self.node_id: str | None = None
         self.spec: ModelSpec | None = None
-        self.latency_ewma = 0.0
         self.load = protocol.Load()
         self.start_timeout = start_timeout
         self.hang_timeout = hang_timeout
@@ -152,24 +152,7 @@ class RayInstance:
         self._watchdog: asyncio.Task[None] | None = None
         self._stopping = False
         self._loop = asyncio.get_running_loop()
-        self.batcher = Batcher(
-            self._send, max_queue_items, batching, depth, self._observe, max_queue_wait
-        )
-
-    def view(self) -> InstanceView:
-        return InstanceView(
-            self.id,
-            self.weight,
-            self.batcher.inflight,
-            self.batcher.queued,
-            self.latency_ewma,
-            self.state == "ready",
-        )
-
-    def submit(
-        self, request: InferenceRequest, parameters: dict[str, Any]
-    ) -> asyncio.Future[Outputs]:
-        return self.batcher.submit(request, parameters)
+        self.batcher = Batcher(self._send, max_queue_items, batching, depth, max_queue_wait)
 
     async def start(self) -> None:
         """Create the actor (Ray places it, spreading instances over nodes) and wait until its
@@ -286,11 +269,6 @@ class RayInstance:
         else:  # Ray could not run the call (the method itself never raises): replace it
             self._failed(f"a call failed: {type(exc).__name__}")
 
-    def _observe(self, size: int, latency: float) -> None:
-        self.latency_ewma = (
-            latency if self.latency_ewma == 0.0 else 0.8 * self.latency_ewma + 0.2 * latency
-        )
-
     # --- failure ----------------------------------------------------------------------------
 
     def _failed(self, reason: str) -> None:
@@ -316,9 +294,10 @@ class RayInstance:
             await asyncio.sleep(min(1.0, self.hang_timeout / 4, self.heartbeat_timeout / 2))
             oldest = min(self._pending.values(), default=None)
             if oldest is not None:
-                if time.monotonic() - oldest > self.hang_timeout:
+                held = time.monotonic() - oldest
+                if held > self.batcher.hold_limit(self.hang_timeout):
                     self.hung += 1
-                    self._failed(f"held a batch for more than {self.hang_timeout:.1f} s")
+                    self._failed(f"held a batch for {held:.1f} s")
                 continue
             try:
                 async with asyncio.timeout(self.heartbeat_timeout):

@@ -27,8 +27,9 @@ from dlproxy.batching.policy import FixedBatching
 from dlproxy.clock import MonotonicClock
 from dlproxy.errors import InstanceFailed
 from dlproxy.instances import protocol
+from dlproxy.instances.base import BatchedInstance
 from dlproxy.instances.health import OutlierDetector
-from dlproxy.types import DTYPES, InferenceRequest, InstanceView, ModelSpec, TensorSpec, datatype_of
+from dlproxy.types import DTYPES, InferenceRequest, ModelSpec, TensorSpec, datatype_of
 
 log = logging.getLogger("dlproxy.instances")
 _numbers = itertools.count(1)
@@ -70,7 +71,7 @@ class UpstreamClient:
             await session.close()
 
 
-class UpstreamInstance:
+class UpstreamInstance(BatchedInstance):
     """One model on one remote KServe v2 server."""
 
     def __init__(
@@ -102,7 +103,6 @@ class UpstreamInstance:
         self.threads = 0
         self.hung = 0
         self.spec: ModelSpec | None = None
-        self.latency_ewma = 0.0
         self.outlier = outlier or OutlierDetector(MonotonicClock())
         self.health_interval = health_interval
         self.unhealthy_after = unhealthy_after
@@ -122,9 +122,7 @@ class UpstreamInstance:
         self._posts: dict[asyncio.Future[Any], asyncio.Task[None]] = {}
         self._health: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
-        self.batcher = Batcher(
-            self._send, max_queue_items, batching, depth, self._observe, max_queue_wait
-        )
+        self.batcher = Batcher(self._send, max_queue_items, batching, depth, max_queue_wait)
 
     @property
     def state(self) -> str:
@@ -142,16 +140,6 @@ class UpstreamInstance:
         """What the gateway can see of a remote server: its round-trip time per batch."""
         return protocol.Load(
             service_time=self.latency_ewma, batches=self.batcher.statistics().batches
-        )
-
-    def view(self) -> InstanceView:
-        return InstanceView(
-            self.id,
-            self.weight,
-            self.batcher.inflight,
-            self.batcher.queued,
-            self.latency_ewma,
-            self.state == "ready",
         )
 
     def submit(
@@ -296,11 +284,6 @@ class UpstreamInstance:
             task.cancel()
 
     # --- the channel ------------------------------------------------------------------------
-
-    def _observe(self, size: int, latency: float) -> None:
-        self.latency_ewma = (
-            latency if self.latency_ewma == 0.0 else 0.8 * self.latency_ewma + 0.2 * latency
-        )
 
     def _send(
         self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]
