@@ -65,6 +65,8 @@ class LocalInstance(BatchedInstance):
         self._context = context
         self._endpoint = f"ipc://{tempfile.gettempdir()}/dlproxy-{os.getpid()}-{number}.sock"
         self._process: asyncio.subprocess.Process | None = None
+        self._processes: list[asyncio.subprocess.Process] = []
+        self.pids: list[int] = []
         self._channel: WorkerChannel | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
@@ -80,54 +82,68 @@ class LocalInstance(BatchedInstance):
         """The worker's latest figures (service time, CPU, memory), from its replies."""
         return self._channel.load if self._channel is not None else protocol.Load()
 
+    def _commands(self) -> list[list[str]]:
+        """The processes that make the instance: one worker (a pipelined instance has more; the
+        first always holds the gateway's socket)."""
+        worker = ["-m", "dlproxy.worker.main", "--endpoint", self._endpoint]
+        return [
+            [sys.executable, *worker, "--model", self.reference, "--threads", str(self.threads)]
+        ]
+
     async def start(self) -> None:
-        """Start the worker and wait until its model is loaded; raises if it dies first."""
+        """Start the process(es) and wait until the model is loaded; raises if one dies first."""
         self.state = "starting"
         self._channel = WorkerChannel(self._context, self._endpoint)
         self._channel.start()
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "dlproxy.worker.main",
-            "--endpoint",
-            self._endpoint,
-            "--model",
-            self.reference,
-            "--threads",
-            str(self.threads),
-        )
+        for command in self._commands():
+            self._processes.append(await asyncio.create_subprocess_exec(*command))
+        self._process = self._processes[0]  # the one the liveness watchdog looks at
         self.pid = self._process.pid
-        exited = asyncio.ensure_future(self._process.wait())
+        self.pids = [p.pid for p in self._processes]
+        exited = asyncio.ensure_future(self._first_exit())
         done, _ = await asyncio.wait(
             {self._channel.ready, exited},
             timeout=self.start_timeout,
             return_when=asyncio.FIRST_COMPLETED,
         )
-        if self._channel.ready not in done:
-            exited.cancel()
-            await self._kill()
-            raise RuntimeError(
-                f"worker for '{self.reference}' did not start (exit code {self._process.returncode})"
-            )
         exited.cancel()
-        ready = self._channel.ready.result()
-        self.spec = ready.spec
+        if self._channel.ready not in done:
+            codes = [p.returncode for p in self._processes]
+            await self._kill()
+            raise RuntimeError(f"instance of '{self.reference}' did not start (exit codes {codes})")
+        self.spec = self._channel.ready.result().spec
         self.state = "ready"
         self._watch = asyncio.create_task(self._watch_process(), name=f"watch {self.id}")
         self._watchdog = asyncio.create_task(self._watch_liveness(), name=f"watchdog {self.id}")
-        log.info("instance %s ready (pid %s, model %s)", self.id, self.pid, self.reference)
+        log.info("instance %s ready (pids %s, model %s)", self.id, self.pids, self.reference)
+
+    async def _first_exit(self) -> tuple[int, int]:
+        """(index, exit code) of the first of the instance's processes to exit."""
+        waits = {asyncio.ensure_future(p.wait()): i for i, p in enumerate(self._processes)}
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        first = next(iter(done))
+        return waits[first], first.result()
 
     async def _watch_process(self) -> None:
-        assert self._process is not None and self._channel is not None
-        code = await self._process.wait()
+        """Any process's exit is the instance's death: kill the rest, fail over what it held."""
+        assert self._channel is not None
+        index, code = await self._first_exit()
         if self._stopping:
             return
         log.warning(
-            "instance %s (pid %s) exited with code %s; failing over", self.id, self.pid, code
+            "instance %s (pid %s) exited with code %s; failing over",
+            self.id,
+            self.pids[index],
+            code,
         )
         self.state = "failed"
         orphans = self.batcher.drain_queue()
         self._channel.fail_all(f"instance {self.id} died (exit code {code})")
+        await self._kill()
         self.on_failure(self, orphans)
 
     async def _watch_liveness(self) -> None:
@@ -162,12 +178,11 @@ class LocalInstance(BatchedInstance):
         self._stopping = True
         if self._channel is not None:
             self._channel.send_stop()
-        if self._process is not None:
-            try:
-                async with asyncio.timeout(5):
-                    await self._process.wait()
-            except TimeoutError:
-                await self._kill()
+        try:  # the Stop reaches every process (a pipeline passes it down its ring)
+            async with asyncio.timeout(5):
+                await asyncio.gather(*(p.wait() for p in self._processes))
+        except TimeoutError:
+            await self._kill()
         if self._channel is not None:
             await self._channel.close()
         for task in (self._watch, self._watchdog):
@@ -176,7 +191,8 @@ class LocalInstance(BatchedInstance):
         self.state = "stopped"
 
     async def _kill(self) -> None:
-        if self._process is not None and self._process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._process.kill()
-            await self._process.wait()
+        for process in self._processes:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+        await asyncio.gather(*(p.wait() for p in self._processes))
