@@ -40,6 +40,16 @@ BUILTIN: dict[str, str] = {
 }
 
 
+def choose_variant(model: str, variant: str | None, variants: tuple[str, ...], default: str) -> str:
+    """``variant`` (or ``default``) if ``model`` has it; else an error that lists the ones it has."""
+    chosen = variant or default
+    if chosen not in variants:
+        raise ValueError(
+            f"Unknown {model} variant '{chosen}'; choose one of: {', '.join(variants)}."
+        )
+    return chosen
+
+
 def home() -> Path:
     """Where exported models are cached: ``$DLPROXY_HOME`` or the user cache directory."""
     configured = os.environ.get("DLPROXY_HOME")

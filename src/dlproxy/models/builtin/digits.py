@@ -40,7 +40,7 @@ import numpy as np
 
 from dlproxy.errors import BadRequest
 from dlproxy.logging import quiet_logger
-from dlproxy.models.base import Model, home
+from dlproxy.models.base import Model, choose_variant, home
 from dlproxy.types import ModelSpec, TensorSpec
 
 VARIANTS: tuple[str, ...] = ("teacher", "student", "int8")
@@ -368,12 +368,7 @@ def _network_help(spec: str) -> str:
 
 
 def _check_variant(variant: str | None) -> str:
-    chosen = variant or DEFAULT_VARIANT
-    if chosen not in VARIANTS:
-        raise ValueError(
-            f"Unknown digits variant '{chosen}'; choose one of: {', '.join(VARIANTS)}."
-        )
-    return chosen
+    return choose_variant("digits", variant, VARIANTS, DEFAULT_VARIANT)
 
 
 def _ensure(variant: str, step: Step, quiet: bool) -> Path:

@@ -51,7 +51,7 @@ import numpy as np
 from dlproxy.errors import BadRequest
 from dlproxy.logging import quiet_logger
 from dlproxy.models import chunking
-from dlproxy.models.base import Model, home
+from dlproxy.models.base import Model, choose_variant, home
 from dlproxy.types import ModelSpec, TensorSpec
 
 VARIANTS: tuple[str, ...] = ("fp32", "int8", "torch")
@@ -249,12 +249,7 @@ def decode_texts(texts: np.ndarray) -> list[str]:
 
 
 def _check_variant(variant: str | None) -> str:
-    chosen = variant or DEFAULT_VARIANT
-    if chosen not in VARIANTS:
-        raise ValueError(
-            f"Unknown minilm variant '{chosen}'; choose one of: {', '.join(VARIANTS)}."
-        )
-    return chosen
+    return choose_variant("minilm", variant, VARIANTS, DEFAULT_VARIANT)
 
 
 def _session(path: Path, threads: int) -> Any:
