@@ -107,7 +107,7 @@ class Gateway:
 
         Only the items nobody has or computes go to an instance, as one sub-request.
         """
-        keys = item_keys(request, spec.version, parameters)
+        keys = item_keys(request, spec.fingerprint, parameters)
         rows: list[Row | None] = [None] * len(keys)
         levels: list[str] = ["miss"] * len(keys)
         if self.cache is not None:

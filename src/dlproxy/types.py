@@ -63,6 +63,15 @@ class ModelSpec:
     """How batches count a text (BYTES) item: one unit per ``unit_bytes`` bytes, rounded up (0: one
     per item). A model that chunks long texts does work in proportion to their length, so the
     batcher fills batches by units, not items: 32 texts of 5,000 words are ~870 windows, not 32."""
+    recipe: str = ""
+    """What decides the numbers besides name and version: how the graph was made (export,
+    quantization) and run, or a digest of a model file's content. Part of every cache key, so a
+    shared cache filled by another recipe of the "same" model is never read as this one."""
+
+    @property
+    def fingerprint(self) -> str:
+        """Everything that identifies this model's results: what cache keys are built from."""
+        return f"{self.version}\0{self.recipe}"
 
 
 @dataclass(slots=True)

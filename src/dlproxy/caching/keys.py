@@ -1,5 +1,5 @@
-"""Cache keys: one per item, from the model, its version, the model parameters and the item's
-canonical decoded input. The same sentence gets the same key through KServe v2 and OpenAI."""
+"""Cache keys: one per item, from the model, its fingerprint (version and numeric recipe: see
+``ModelSpec.fingerprint``), the model parameters and the item's canonical decoded input. The same sentence gets the same key through KServe v2 and OpenAI."""
 
 from __future__ import annotations
 
@@ -12,12 +12,15 @@ import orjson
 from dlproxy.types import InferenceRequest
 
 
-def item_keys(request: InferenceRequest, version: str, parameters: dict[str, Any]) -> list[bytes]:
-    """One 16-byte key per item (row) of the request."""
+def item_keys(
+    request: InferenceRequest, fingerprint: str, parameters: dict[str, Any]
+) -> list[bytes]:
+    """One 16-byte key per item (row) of the request; ``fingerprint`` identifies the model's
+    numbers (``ModelSpec.fingerprint``)."""
     prefix = hashlib.blake2b(digest_size=16)
     prefix.update(request.model.encode())
     prefix.update(b"\0")
-    prefix.update(version.encode())
+    prefix.update(fingerprint.encode())
     prefix.update(b"\0")
     if parameters:
         prefix.update(orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS, default=str))

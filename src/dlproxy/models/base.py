@@ -6,6 +6,7 @@ arrays whose first dimension is the item axis; a ``BYTES`` input is a 1-d object
 
 from __future__ import annotations
 
+import hashlib
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -57,6 +58,16 @@ def home() -> Path:
         return Path(configured).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "dlproxy"
+
+
+def file_digest(path: Path) -> str:
+    """A digest of a file's bytes: a model file's numeric identity (``ModelSpec.recipe``), so a
+    replaced file never shares cache entries with the one before."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def split_reference(reference: str) -> tuple[str, str]:

@@ -17,8 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from dlproxy.models.base import Model
-from dlproxy.models.builtin.minilm import MiniLM
+from dlproxy.models.base import Model, file_digest
+from dlproxy.models.builtin.minilm import RECIPE, MiniLM
 from dlproxy.models.onnx import OnnxFileModel
 
 METADATA = "dlproxy.json"
@@ -69,6 +69,11 @@ class MiniLMFile(MiniLM):
         if not self.path.is_file():
             raise FileNotFoundError(f"No ONNX file at {self.path}.")
         return self.path
+
+    def load(self) -> None:
+        """As ``MiniLM``; the recipe is the graph's digest (and minilm's session recipe)."""
+        super().load()
+        self.spec = replace(self.spec, recipe=f"minilm-file/r{RECIPE}/{file_digest(self.path)}")
 
 
 class NamedOnnxModel(OnnxFileModel):

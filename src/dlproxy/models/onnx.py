@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from dlproxy.errors import BadRequest
-from dlproxy.models.base import Model
+from dlproxy.models.base import Model, file_digest
 from dlproxy.types import DTYPES, ModelSpec, TensorSpec
 
 # ONNX Runtime's type strings -> KServe datatypes (string tensors are BYTES).
@@ -73,6 +73,7 @@ class OnnxFileModel(Model):
             inputs=inputs,
             outputs=outputs,
             max_batch_size=min([self.max_batch_size, *fixed]),
+            recipe=f"onnx/{file_digest(self.path)}",
         )
 
     def predict(

@@ -4,7 +4,9 @@ The class is instantiated with no arguments; ``load()`` (if it has one) runs in 
 ``predict(batch)`` takes and returns ``dict[str, np.ndarray]``. Optional class attributes
 ``inputs`` and ``outputs`` (lists of ``(name, datatype, shape)``) describe it for the gateway;
 ``max_batch_size`` (default 64) bounds the batches it receives. Without ``inputs`` any input is
-passed through, so the gateway cannot validate requests for it.
+passed through, so the gateway cannot validate requests for it. ``recipe`` (a string) names what
+decides its numbers (weights, code version): it is part of the cache keys, so change it whenever
+the results change, or a shared cache serves the old ones.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class PythonClassModel(Model):
             inputs=_specs(getattr(self.cls, "inputs", ()), reference, "inputs"),
             outputs=_specs(getattr(self.cls, "outputs", ()), reference, "outputs"),
             max_batch_size=int(getattr(self.cls, "max_batch_size", DEFAULT_MAX_BATCH_SIZE)),
+            recipe=f"python/{reference}/{getattr(self.cls, 'recipe', '')}",
         )
         self._instance: Any = None
 

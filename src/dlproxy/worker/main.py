@@ -19,7 +19,7 @@ import psutil
 import zmq
 
 from dlproxy.instances import protocol
-from dlproxy.models.base import create_model
+from dlproxy.models.base import Model, create_model
 
 
 class LoadMeter:
@@ -80,22 +80,27 @@ def serve(endpoint: str, reference: str, threads: int, heartbeat_s: float) -> No
         message = protocol.decode_to_worker(socket.recv(copy=False).buffer)
         if isinstance(message, protocol.Stop):
             break
-        started = time.perf_counter()
-        try:
-            inputs = {name: protocol.from_wire(t) for name, t in message.inputs.items()}
-            outputs = model.predict(inputs, message.parameters)
-            wire = {name: protocol.to_wire(array) for name, array in outputs.items()}
-        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
-            load = meter.update(time.perf_counter() - started)
-            send(protocol.Failure(message.id, f"{type(exc).__name__}: {exc}", True, load))
-            continue
-        except Exception as exc:  # a model bug must not kill the worker
-            load = meter.update(time.perf_counter() - started)
-            send(protocol.Failure(message.id, f"{type(exc).__name__}: {exc}", False, load))
-            continue
-        send(protocol.Result(message.id, wire, meter.update(time.perf_counter() - started)))
+        send(run_batch(model, message, meter))
     socket.close()
     context.term()
+
+
+def run_batch(
+    model: Model, batch: protocol.Batch, meter: LoadMeter
+) -> protocol.Result | protocol.Failure:
+    """One batch from wire tensors to the reply: what a worker does with every batch it gets."""
+    started = time.perf_counter()
+    try:
+        inputs = {name: protocol.from_wire(t) for name, t in batch.inputs.items()}
+        outputs = model.predict(inputs, batch.parameters)
+        wire = {name: protocol.to_wire(array) for name, array in outputs.items()}
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+        load = meter.update(time.perf_counter() - started)
+        return protocol.Failure(batch.id, f"{type(exc).__name__}: {exc}", True, load)
+    except Exception as exc:  # a model bug must not kill the worker
+        load = meter.update(time.perf_counter() - started)
+        return protocol.Failure(batch.id, f"{type(exc).__name__}: {exc}", False, load)
+    return protocol.Result(batch.id, wire, meter.update(time.perf_counter() - started))
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ import numpy as np
 
 from dlproxy.errors import BadRequest
 from dlproxy.logging import quiet_logger
-from dlproxy.models.base import Model, choose_variant, home
+from dlproxy.models.base import Model, choose_variant, file_digest, home
 from dlproxy.types import ModelSpec, TensorSpec
 
 VARIANTS: tuple[str, ...] = ("teacher", "student", "int8")
@@ -305,8 +305,13 @@ class Digits(Model):
         self._classifier: Classifier | None = None
 
     def load(self) -> None:
-        """Prepare the variant if needed, open its session and warm it up."""
-        self._classifier = Classifier(export(self.variant), self.threads)
+        """Prepare the variant if needed, open its session and warm it up; the recipe names the
+        graph by digest (weights trained here may differ by machine)."""
+        path = export(self.variant)
+        self._classifier = Classifier(path, self.threads)
+        self.spec = replace(
+            self.spec, recipe=f"digits/{self.variant}/r{RECIPE}/{file_digest(path)}"
+        )
         self._classifier.classify(np.zeros((1, PIXELS), np.float32))
 
     def predict(
