@@ -1,6 +1,8 @@
 """``dlproxy compress MODEL --method M --out DIR``: a cheaper servable variant and what it costs.
 
-Methods: ``int8`` (dynamic, per-channel), ``int8-static`` (QDQ, calibrated), ``fp16``,
+Methods: ``int8`` (per-row dynamic activations, per-channel weights: batch-invariant),
+``int8-dynamic`` (ONNX Runtime's dynamic quantization: one activation scale per batch, so NOT
+batch-invariant), ``int8-static`` (QDQ, calibrated), ``fp16``,
 ``prune:AMOUNT`` (zero the smallest AMOUNT of each Linear weight) and ``structured-prune:AMOUNT``
 (remove AMOUNT of the attention heads and FFN neurons of every layer). Pruning is not followed by
 fine-tuning. DIR receives ``model.onnx`` and ``dlproxy.json``; ``dlproxy serve --model DIR`` (or
@@ -13,6 +15,8 @@ tokenizing included), ``latency_p50_ms`` (batch 1);
 ``speedup`` (compressed / original throughput), ``size_ratio``, ``latency_ratio``;
 ``quality``: ``cosine_mean`` and ``cosine_min`` to the original (minilm), or ``accuracy`` and
 ``original_accuracy`` in percent on the test split (digits);
+``batch_invariance``: ``original_max_difference`` and ``max_difference`` (largest element
+difference between an item computed alone and in a batch of 32) and ``invariant`` (<= 1e-5);
 ``details``: what the method did (pruning: ``parameters_before``, ``parameters_after``,
 ``linear_sparsity``, ``fine_tuned``, and ``heads_per_layer``, ``ffn_width`` when structured;
 int8-static: ``calibration_items``, ``nodes_left_in_float``);
@@ -39,9 +43,16 @@ from dlproxy.compression import report as reporting
 if TYPE_CHECKING:  # the adapters import the model code: loaded when a command runs, not before
     from dlproxy.compression.adapters import Adapter
 
-KINDS: tuple[str, ...] = ("int8", "int8-static", "fp16", "prune", "structured-prune")
+KINDS: tuple[str, ...] = (
+    "int8",
+    "int8-dynamic",
+    "int8-static",
+    "fp16",
+    "prune",
+    "structured-prune",
+)
 PRUNING: tuple[str, ...] = ("prune", "structured-prune")
-METHOD_HELP = "int8, int8-static, fp16, prune:AMOUNT or structured-prune:AMOUNT"
+METHOD_HELP = "int8, int8-dynamic, int8-static, fp16, prune:AMOUNT or structured-prune:AMOUNT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +178,7 @@ def compress(
             )
         step("scoring quality")
         quality = adapter.quality(original, compressed)
+        invariance = reporting.batch_invariance(original, compressed, adapter.workload())
     return reporting.Report(
         model=adapter.name,
         method=str(method),
@@ -176,6 +188,7 @@ def compress(
         compressed=figures[1],
         quality=quality,
         details=details,
+        batch_invariance=invariance,
         seconds=time.perf_counter() - started,
     )
 
@@ -185,8 +198,15 @@ def apply(adapter: Adapter, method: Method, source: Path, target: Path) -> dict[
     from dlproxy.compression import prune, quantize
 
     if method.kind == "int8":
+        count = quantize.quantize_rowwise_int8(source, target)
+        return {
+            "weights": "int8 per channel",
+            "activations": "int8, dynamic per row",
+            "matmuls_quantized": count,
+        }
+    if method.kind == "int8-dynamic":
         quantize.quantize_dynamic_int8(source, target)
-        return {"weights": "int8 per channel", "activations": "int8, dynamic"}
+        return {"weights": "int8 per channel", "activations": "int8, dynamic per batch"}
     if method.kind == "int8-static":
         batches = adapter.calibration()
         exclude = adapter.quantize_exclude(source)

@@ -1,8 +1,11 @@
 """Lower-precision copies of an ONNX graph with ONNX Runtime's tools: int8 (dynamic, static), fp16.
 
-- ``int8``: dynamic quantization, QInt8 weights with one scale per output channel; activations
-  are quantized at run time from their observed range. This is how the built-in ``minilm:int8``
-  is made: per-tensor scales cost too much quality on this model.
+- ``int8``: per-row dynamic quantization (``dlproxy.models.rowwise``): int8 weights per output
+  channel, activations quantized at run time with one scale per row, so an item's result does not
+  depend on its batch. This is how the built-in ``minilm:int8`` is made.
+- ``int8-dynamic``: ONNX Runtime's dynamic quantization, QInt8 weights per output channel;
+  activations quantized at run time with one scale for the whole batch, so an item's result
+  depends on the other items (and the padding) of its batch. Kept for comparison.
 - ``int8-static``: weights and activations quantized ahead of time, in QDQ format, with ranges
   calibrated on real inputs (a ``CalibrationDataReader`` over them). Only MatMul, Gemm and Conv
   with constant weights are quantized, and the caller may keep some in float (minilm keeps its
@@ -25,8 +28,15 @@ from dlproxy.logging import quiet_logger
 Feeds = dict[str, np.ndarray]
 
 
+def quantize_rowwise_int8(source: Path, target: Path) -> int:
+    """Per-row dynamic int8 (batch-invariant); returns how many MatMul/Gemm nodes it rewrote."""
+    from dlproxy.models.rowwise import quantize_rowwise
+
+    return quantize_rowwise(source, target)
+
+
 def quantize_dynamic_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 with per-channel QInt8 weights."""
+    """ONNX Runtime's dynamic int8 with per-channel QInt8 weights (batch-dependent)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with quiet_logger():  # "consider pre-processing": advice meant for static quantization

@@ -24,6 +24,7 @@ from dlproxy.models.base import Model
 
 THROUGHPUT_BATCH = 32
 LATENCY_ITEMS = 64
+INVARIANCE_TOLERANCE = 1e-5  # float32 round-off: larger means the batch changes the numbers
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +48,13 @@ class Report:
     compressed: Measurement
     quality: dict[str, float]
     details: dict[str, Any] = field(default_factory=dict)
+    batch_invariance: tuple[float, float] = (0.0, 0.0)  # largest difference: original, compressed
     seconds: float = 0.0
+
+    @property
+    def invariant(self) -> bool:
+        """The compressed model gives an item the same result alone and in a batch."""
+        return self.batch_invariance[1] <= INVARIANCE_TOLERANCE
 
     @property
     def speedup(self) -> float:
@@ -74,6 +81,11 @@ class Report:
             ),
             "quality": {k: round(v, 5) for k, v in self.quality.items()},
             "details": self.details,
+            "batch_invariance": {
+                "original_max_difference": float(f"{self.batch_invariance[0]:.3g}"),
+                "max_difference": float(f"{self.batch_invariance[1]:.3g}"),
+                "invariant": self.invariant,
+            },
             "seconds": round(self.seconds, 1),
         }
         return data
@@ -115,6 +127,30 @@ def measure(
     )
 
 
+def batch_invariance(
+    original: Model, compressed: Model, workload: dict[str, np.ndarray]
+) -> tuple[float, float]:
+    """Each model's largest element difference between items alone and in one batch of 32."""
+    return batch_difference(original, workload), batch_difference(compressed, workload)
+
+
+def batch_difference(model: Model, workload: dict[str, np.ndarray]) -> float:
+    """Largest element difference between the first 32 items computed alone and together (and
+    reversed): zero, up to float round-off, for a model whose rows never mix."""
+    batch = _batches(workload, THROUGHPUT_BATCH)[0]
+    alone = [model.predict({k: v[i : i + 1] for k, v in batch.items()}, {}) for i in range(32)]
+    worst = 0.0
+    for order in (slice(None), slice(None, None, -1)):
+        together = model.predict({k: v[order] for k, v in batch.items()}, {})
+        indexes = list(range(THROUGHPUT_BATCH))[order]
+        for position, index in enumerate(indexes):
+            for name, expected in alone[index].items():
+                got = np.asarray(together[name])[position : position + 1]
+                if got.dtype.kind == "f":
+                    worst = max(worst, float(np.abs(got - np.asarray(expected)).max()))
+    return worst
+
+
 def parts(rounds: int) -> int:
     """How many ``tick`` calls ``measure`` makes: the progress bar's total."""
     return rounds * 4
@@ -152,8 +188,20 @@ def print_report(report: Report) -> None:
         before = report.quality.get(f"original_{key}")
         shown = "" if before is None else f"{before:.4f}"
         table.add_row(key.replace("_", " "), shown, f"{value:.4f}", "")
+    table.add_row(
+        "batch invariance (largest difference)",
+        f"{report.batch_invariance[0]:.1e}",
+        f"{report.batch_invariance[1]:.1e}",
+        "",
+    )
     console = Console()
     console.print(table)
+    if not report.invariant:
+        console.print(
+            f"[bold]Not batch-invariant:[/bold] an item's result depends on the other items of its "
+            f"batch (largest difference {report.batch_invariance[1]:.1e} > "
+            f"{INVARIANCE_TOLERANCE:g}); the same request can get different numbers under load."
+        )
     if report.details:
         console.print(", ".join(f"{k}: {v}" for k, v in report.details.items()))
     console.print(f"written to {report.out}")

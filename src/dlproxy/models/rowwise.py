@@ -11,8 +11,11 @@ row's arithmetic independent of the other rows:
 - ``MatMulIntegerToFloat`` (int32 accumulation, per-column weight scale) then one multiply by the
   row scale. Integer accumulation is exact, so a row's output does not depend on the batch size.
 
-Only ``MatMul`` nodes with a constant 2-d weight are rewritten; attention's activation-by-activation
-products stay float. MatMuls that read the same tensor (a BERT layer's Q, K and V) share one
+Only ``MatMul`` nodes with a constant 2-d weight (and ``Gemm`` nodes as torch exports a
+``Linear``: constant weight and bias, no transposed input, unit alpha and beta) are rewritten;
+attention's activation-by-activation products and convolutions stay float. Large constant lookup tables (``Gather`` of a word embedding)
+are stored as int8 with one scale per row, dequantized after the lookup: each token's row is
+its own, so this too is independent of the batch, and it is most of minilm's file. MatMuls that read the same tensor (a BERT layer's Q, K and V) share one
 quantized input and run as one MatMul split afterwards: fewer, larger kernels. GELU is fused first
 (``BiasGelu``) with ONNX Runtime's transformer optimizer, because the exporter's erf pattern is
 left as six separate ops otherwise. The result needs opset 21 (blocked ``QuantizeLinear``).
@@ -33,13 +36,14 @@ OPSET = 21  # blocked QuantizeLinear: one scale per row in one op
 ZERO_POINT = 128
 
 
-def quantize_rowwise(source: Path, target: Path, *, fuse_gelu: bool = True) -> int:
+def quantize_rowwise(source: Path, target: Path) -> int:
     """Write the per-row int8 version of ``source`` to ``target``; return the MatMuls rewritten."""
     import onnx
 
-    with tempfile.TemporaryDirectory(prefix="dlproxy-rowwise-") as scratch:
-        path = _fused(source, Path(scratch) / "fused.onnx") if fuse_gelu else source
-        model = onnx.load(str(path))
+    model = onnx.load(str(source))
+    if any(node.op_type == "Erf" for node in model.graph.node):  # an unfused GELU
+        with tempfile.TemporaryDirectory(prefix="dlproxy-rowwise-") as scratch:
+            model = onnx.load(str(_fused(source, Path(scratch) / "fused.onnx")))
     count = rewrite(model)
     if count == 0:
         raise ValueError(f"{source} has no MatMul with a constant 2-d weight to quantize.")
@@ -56,9 +60,12 @@ def rewrite(model: Any) -> int:
     weights = {init.name: init for init in graph.initializer}
     groups: dict[str, list[Any]] = defaultdict(list)
     for node in graph.node:
+        if node.input and node.input[0] in weights:
+            continue
         if node.op_type == "MatMul" and _constant_matrix(weights.get(node.input[1])):
-            if node.input[0] not in weights:
-                groups[node.input[0]].append(node)
+            groups[node.input[0]].append(node)
+        elif node.op_type == "Gemm" and _linear_gemm(node, weights):
+            groups[f"{node.input[0]}\0{node.name}"].append(node)  # a group of its own
     if not groups:
         return 0
     first = {members[0].name: source for source, members in groups.items()}
@@ -68,6 +75,8 @@ def rewrite(model: Any) -> int:
     for node in graph.node:
         if node.name in first:
             nodes.extend(builder.quantized_group(groups[first[node.name]], weights))
+        elif _table_lookup(node, weights):
+            nodes.extend(builder.quantized_lookup(node, weights))
         elif node.name not in grouped:
             nodes.append(node)
     del graph.node[:]
@@ -82,6 +91,9 @@ def rewrite(model: Any) -> int:
     if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return sum(len(members) for members in groups.values())
+
+
+MIN_TABLE_ELEMENTS = 1 << 16  # smaller lookup tables stay float: they save nothing worth a node
 
 
 def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,9 +117,27 @@ class _Builder:
         self.initializers.append(numpy_helper.from_array(value, name))
         return name
 
+    def quantized_lookup(self, node: Any, weights: dict[str, Any]) -> list[Any]:
+        """Gather int8 rows and their scales, then multiply: the lookup of an int8 table."""
+        from onnx import TensorProto, helper, numpy_helper
+
+        prefix = f"rowwise_{self._groups}"
+        self._groups += 1
+        table = numpy_helper.to_array(weights[node.input[0]]).astype(np.float32)
+        quantized, scale = quantize_weight(table.T)  # one scale per row of the table
+        rows = self.constant(f"{prefix}_table", np.ascontiguousarray(quantized.T))
+        scales = self.constant(f"{prefix}_table_scale", scale.reshape(-1, 1))
+        ids = node.input[1]
+        return [
+            helper.make_node("Gather", [rows, ids], [f"{prefix}_rows"], axis=0),
+            helper.make_node("Gather", [scales, ids], [f"{prefix}_scales"], axis=0),
+            helper.make_node("Cast", [f"{prefix}_rows"], [f"{prefix}_float"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", [f"{prefix}_float", f"{prefix}_scales"], list(node.output)),
+        ]
+
     def quantized_group(self, members: list[Any], weights: dict[str, Any]) -> list[Any]:
         """Quantize the shared input once, then one MatMul for all members (split if several)."""
-        from onnx import helper, numpy_helper
+        from onnx import helper
 
         if not self._shared:
             self.constant("rowwise_last_axis", np.array([-1], np.int64))
@@ -118,7 +148,7 @@ class _Builder:
         prefix = f"rowwise_{self._groups}"
         self._groups += 1
         source = members[0].input[0]
-        matrices = [numpy_helper.to_array(weights[node.input[1]]) for node in members]
+        matrices = [_weight(node, weights) for node in members]
         depth = int(matrices[0].shape[0])
         quantized, scale = quantize_weight(np.concatenate(matrices, axis=1).astype(np.float32))
         row_max, row_scale = f"{prefix}_row_max", f"{prefix}_row_scale"
@@ -153,8 +183,11 @@ class _Builder:
             ),
         ]
         outputs = [node.output[0] for node in members]
-        scaled = outputs[0] if len(members) == 1 else f"{prefix}_output"
+        gemm = members[0].op_type == "Gemm"
+        scaled = outputs[0] if len(members) == 1 and not gemm else f"{prefix}_output"
         nodes.append(helper.make_node("Mul", [f"{prefix}_column_scaled", row_scale], [scaled]))
+        if gemm:  # Linear's bias, which Gemm added
+            nodes.append(helper.make_node("Add", [scaled, members[0].input[2]], outputs))
         if len(members) > 1:
             widths = np.array([m.shape[1] for m in matrices], np.int64)
             split = self.constant(f"{prefix}_widths", widths)
@@ -162,8 +195,48 @@ class _Builder:
         return nodes
 
 
+def _table_lookup(node: Any, weights: dict[str, Any]) -> bool:
+    """A Gather of rows from a large constant float table (an embedding)."""
+    from onnx import TensorProto, helper
+
+    if node.op_type != "Gather" or node.input[0] not in weights:
+        return False
+    table = weights[node.input[0]]
+    axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
+    return (
+        axis == 0
+        and len(table.dims) == 2
+        and table.data_type == TensorProto.FLOAT
+        and table.dims[0] * table.dims[1] >= MIN_TABLE_ELEMENTS
+    )
+
+
 def _constant_matrix(initializer: Any) -> bool:
     return initializer is not None and len(initializer.dims) == 2
+
+
+def _linear_gemm(node: Any, weights: dict[str, Any]) -> bool:
+    """A Gemm that is ``x @ W (.T) + b`` with constant W and b: what torch exports for Linear."""
+    from onnx import helper
+
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return (
+        len(node.input) == 3
+        and _constant_matrix(weights.get(node.input[1]))
+        and node.input[2] in weights
+        and attributes.get("transA", 0) == 0
+        and attributes.get("alpha", 1.0) == 1.0
+        and attributes.get("beta", 1.0) == 1.0
+    )
+
+
+def _weight(node: Any, weights: dict[str, Any]) -> np.ndarray:
+    """The node's weight as (in features, out features)."""
+    from onnx import helper, numpy_helper
+
+    matrix = numpy_helper.to_array(weights[node.input[1]])
+    transposed = any(a.name == "transB" and helper.get_attribute_value(a) for a in node.attribute)
+    return matrix.T if node.op_type == "Gemm" and transposed else matrix
 
 
 def _check_opset(model: Any) -> None:

@@ -32,6 +32,7 @@ def as_bytes(texts: list[str]) -> np.ndarray:
     [
         ("int8", Method("int8")),
         ("int8-static", Method("int8-static")),
+        ("int8-dynamic", Method("int8-dynamic")),
         ("fp16", Method("fp16")),
         ("prune:0.5", Method("prune", 0.5)),
         ("structured-prune:.25", Method("structured-prune", 0.25)),
@@ -49,7 +50,7 @@ def test_method_versions_have_no_colon() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("int4", "Unknown method 'int4': choose int8, int8-static, fp16, prune:AMOUNT"),
+        ("int4", "Unknown method 'int4': choose int8, int8-dynamic, int8-static, fp16, prune:AMOUNT"),
         ("prune", "needs the fraction to remove, e.g. prune:0.25"),
         ("prune:half", "needs the fraction to remove"),
         ("structured-prune:1.5", "must be between 0 and 1"),
@@ -104,7 +105,7 @@ def test_int8_report_has_every_documented_key_and_meets_the_quality_bar(
     out, report = int8_run
     assert set(report) == {
         *("model", "method", "out", "threads", "original", "compressed", "speedup"),
-        *("size_ratio", "latency_ratio", "quality", "details", "seconds"),
+        *("size_ratio", "latency_ratio", "quality", "details", "batch_invariance", "seconds"),
     }
     assert (report["model"], report["method"], report["out"]) == ("minilm", "int8", str(out))
     for side in ("original", "compressed"):
@@ -115,6 +116,21 @@ def test_int8_report_has_every_documented_key_and_meets_the_quality_bar(
     assert report["size_ratio"] < 0.3
     assert report["quality"]["cosine_mean"] >= 0.99
     assert report["quality"]["cosine_min"] >= 0.97
+    assert report["batch_invariance"]["invariant"] is True
+    assert report["batch_invariance"]["max_difference"] <= 1e-5
+
+
+def test_int8_dynamic_is_reported_as_batch_dependent(
+    tmp_path: Path, dlproxy_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ONNX Runtime's dynamic int8 scales a batch as a whole: the report must say so."""
+    out, report = tmp_path / "variant", tmp_path / "report.json"
+    args = ["compress", "minilm", "--method", "int8-dynamic", "--out", str(out), "--rounds", "1"]
+    assert main([*args, "--json", str(report)]) == 0
+    invariance = json.loads(report.read_text())["batch_invariance"]
+    assert invariance["invariant"] is False
+    assert invariance["max_difference"] > 1e-5 >= invariance["original_max_difference"]
+    assert "Not batch-invariant" in capsys.readouterr().out
 
 
 def test_a_compressed_directory_serves_as_minilm(int8_run: tuple[Path, dict]) -> None:
