@@ -122,3 +122,20 @@ def test_every_variant_has_its_own_recipe(dlproxy_home: Path) -> None:
     recipes = {minilm.MiniLM(v).spec.fingerprint for v in minilm.VARIANTS}
     assert len(recipes) == len(minilm.VARIANTS)
     assert all(f"r{minilm.RECIPE}" in r for r in recipes)
+
+
+@pytest.mark.parametrize("name", ["fp32", "int8", "torch"])
+def test_padding_to_128_tokens_changes_nothing(name: str, dlproxy_home: Path) -> None:
+    """The graph itself: a sentence padded to 128 tokens embeds as the sentence unpadded."""
+    from dlproxy.models.builtin import minilm
+
+    model = minilm.MiniLM(name)
+    model.load()
+    texts = sentences()[:8]
+    padded = minilm.load_tokenizer()
+    padded.enable_padding(pad_id=0, pad_type_id=0, pad_token="[PAD]", length=128)
+    for text in texts:
+        unpadded = model._run(minilm.tokenize(minilm.load_tokenizer(), [text]))
+        feeds = minilm.tokenize(padded, [text])
+        assert feeds["input_ids"].shape == (1, 128)
+        assert float(np.abs(model._run(feeds) - unpadded).max()) <= TOLERANCE

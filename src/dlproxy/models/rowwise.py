@@ -240,9 +240,7 @@ def _weight(node: Any, weights: dict[str, Any]) -> np.ndarray:
 
 
 def _check_opset(model: Any) -> None:
-    version = next(
-        (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0
-    )
+    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if version < 18:
         raise ValueError(
             f"Per-row int8 needs a graph of opset 18 or newer (this one is {version}): "
