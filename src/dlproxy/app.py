@@ -32,7 +32,7 @@ from dlproxy.instances.pipeline import PipelineInstance
 from dlproxy.instances.pool import InstancePool
 from dlproxy.instances.upstream import UpstreamClient, UpstreamInstance
 from dlproxy.metrics import MetricsOff, RequestMetrics
-from dlproxy.models.base import model_name
+from dlproxy.models.registry import model_name
 from dlproxy.scheduling.base import create_policy
 from dlproxy.settings import Settings, usable_cores
 from dlproxy.types import InferenceRequest
@@ -340,7 +340,7 @@ async def serve(settings: Settings) -> None:
     )
     sockets = None
     if settings.gateways > 1:  # one of several gateways: the kernel spreads connections
-        from dlproxy.multigateway import reuse_port_socket
+        from dlproxy.listen import reuse_port_socket
 
         sockets = [reuse_port_socket(settings.host, settings.port)]
     serving = asyncio.create_task(server.serve(sockets=sockets), name="http server")

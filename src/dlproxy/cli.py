@@ -237,10 +237,10 @@ def _run_simulate(args: argparse.Namespace) -> int:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from dlproxy.models.base import BUILTIN
+    from dlproxy.models.registry import BUILTIN
 
     if args.export:
-        from dlproxy.models.base import create_model
+        from dlproxy.models.registry import create_model
 
         for reference in args.export:
             model = create_model(reference)

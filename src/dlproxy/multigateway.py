@@ -18,11 +18,11 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import socket
 import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from dlproxy.listen import reuse_port_socket
 from dlproxy.settings import Settings
 
 log = logging.getLogger("dlproxy.gateways")
@@ -31,18 +31,6 @@ RESTART_DELAY_S = 1.0
 """Pause before restarting a gateway that died, so a crash loop does not spin."""
 STOP_TIMEOUT_S = 60.0
 """Longest a gateway may take to drain after SIGTERM before it is killed."""
-
-
-def reuse_port_socket(host: str, port: int) -> socket.socket:
-    """A listening socket that other gateways bind too (SO_REUSEPORT: the kernel balances)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(4096)
-    sock.set_inheritable(True)
-    return sock
 
 
 def _gateway_main(settings: Settings) -> None:

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from dlproxy.instances import protocol
-from dlproxy.models.base import BUILTIN, Model, create_model
+from dlproxy.models.base import Model
 from dlproxy.models.builtin.corpus import sentences
+from dlproxy.models.registry import BUILTIN, create_model
 from dlproxy.types import ModelSpec
 from dlproxy.worker.main import LoadMeter, run_batch
 

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from dlproxy.app import instance_name
-from dlproxy.multigateway import reuse_port_socket
+from dlproxy.listen import reuse_port_socket
 from dlproxy.settings import Settings, usable_cores
 
 

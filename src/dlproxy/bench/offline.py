@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from dlproxy.models.base import Model, create_model
+from dlproxy.models.base import Model
+from dlproxy.models.registry import create_model
 from dlproxy.types import DTYPES, ModelSpec
 
 DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)

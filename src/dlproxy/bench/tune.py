@@ -47,7 +47,7 @@ from rich.table import Table
 from dlproxy.bench import loadgen
 from dlproxy.bench.inputs import UniqueInputs
 from dlproxy.bench.report import Report
-from dlproxy.models.base import model_name
+from dlproxy.models.registry import model_name
 from dlproxy.settings import usable_cores
 
 READY_TIMEOUT_S = 300.0  # the first start of a model may export it

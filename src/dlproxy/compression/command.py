@@ -146,7 +146,7 @@ def compress(
     measure: bool = True,
 ) -> reporting.Report:
     """Write the variant into ``out``, then measure it against the original (unless not asked)."""
-    from dlproxy.models.base import create_model
+    from dlproxy.models.registry import create_model
 
     started = time.perf_counter()
     total = 4 + (reporting.parts(rounds) + 1 if measure else 0)

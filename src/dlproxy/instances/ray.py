@@ -65,7 +65,7 @@ class ModelActor:
     """The body of a Ray actor: one model, one batch at a time (as a worker process)."""
 
     def __init__(self, reference: str, threads: int) -> None:
-        from dlproxy.models.base import create_model
+        from dlproxy.models.registry import create_model
         from dlproxy.worker.main import LoadMeter
 
         self.model = create_model(reference, threads=threads)

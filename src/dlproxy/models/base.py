@@ -1,4 +1,5 @@
-"""The model interface a worker process runs, and how a model name turns into a model.
+"""The model interface a worker process runs, and what every model module shares (variants,
+the cache directory, file digests); ``registry.py`` turns a name into a model.
 
 A model is loaded once per worker process and then called with whole batches. Its inputs are numpy
 arrays whose first dimension is the item axis; a ``BYTES`` input is a 1-d object array of bytes.
@@ -14,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from dlproxy.plugins import import_from_string
 from dlproxy.types import ModelSpec
 
 
@@ -32,13 +32,6 @@ class Model(ABC):
         self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]
     ) -> dict[str, np.ndarray]:
         """Compute one batch; every output has as many rows as the inputs."""
-
-
-BUILTIN: dict[str, str] = {
-    "minilm": "dlproxy.models.builtin.minilm:MiniLM",
-    "echo": "dlproxy.models.builtin.echo:Echo",
-    "digits": "dlproxy.models.builtin.digits:Digits",
-}
 
 
 def choose_variant(model: str, variant: str | None, variants: tuple[str, ...], default: str) -> str:
@@ -68,57 +61,3 @@ def file_digest(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def split_reference(reference: str) -> tuple[str, str]:
-    """``"minilm:int8"`` -> ``("minilm", "int8")``; a path or ``module:Class`` keeps its colon."""
-    name, sep, variant = reference.rpartition(":")
-    if sep and name in BUILTIN:
-        return name, variant
-    return reference, ""
-
-
-def model_name(reference: str) -> str:
-    """The name a model is served under: the built-in name, a file's stem, or the class name."""
-    name, _ = split_reference(reference)
-    if name in BUILTIN:
-        return name
-    if (folder := _compressed_directory(name)) is not None:
-        from dlproxy.models.directory import read_metadata
-
-        return str(read_metadata(folder)["model"])
-    if name.endswith(".onnx"):
-        return Path(name).stem
-    return name.rpartition(":")[2].lower() or name
-
-
-def create_model(reference: str, threads: int = 1) -> Model:
-    """A model object (not yet loaded) from ``name[:variant]``, an ``.onnx`` path or ``module:Class``."""
-    name, variant = split_reference(reference)
-    if name in BUILTIN:
-        cls = import_from_string(BUILTIN[name])
-        model: Model = cls(variant=variant or None, threads=threads)
-        return model
-    if (folder := _compressed_directory(name)) is not None:
-        from dlproxy.models.directory import load_directory
-
-        return load_directory(folder, threads=threads)
-    if name.endswith(".onnx"):
-        from dlproxy.models.onnx import OnnxFileModel
-
-        return OnnxFileModel(Path(name), threads=threads)
-    if ":" in name:
-        from dlproxy.models.python import PythonClassModel
-
-        return PythonClassModel(name)
-    raise ValueError(
-        f"Unknown model '{reference}': use a built-in name ({', '.join(sorted(BUILTIN))}), "
-        "a path to an .onnx file, or 'module:Class'."
-    )
-
-
-def _compressed_directory(name: str) -> Path | None:
-    """The folder ``dlproxy compress`` wrote, given as it or its ONNX file (see models/directory.py)."""
-    from dlproxy.models.directory import find_directory
-
-    return find_directory(name)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from dlproxy.models.base import split_reference
+from dlproxy.models.registry import split_reference
 from dlproxy.plugins import import_from_string
 from dlproxy.types import ModelSpec
 

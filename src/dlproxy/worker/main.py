@@ -19,7 +19,8 @@ import psutil
 import zmq
 
 from dlproxy.instances import protocol
-from dlproxy.models.base import Model, create_model
+from dlproxy.models.base import Model
+from dlproxy.models.registry import create_model
 
 
 class LoadMeter:

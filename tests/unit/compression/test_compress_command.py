@@ -14,9 +14,9 @@ import pytest
 from dlproxy.cli import main
 from dlproxy.compression.adapters import MiniLMAdapter, adapter_for
 from dlproxy.compression.command import Method, apply, compress, parse_method
-from dlproxy.models.base import create_model, model_name
 from dlproxy.models.builtin import minilm
 from dlproxy.models.builtin.corpus import sentences
+from dlproxy.models.registry import create_model, model_name
 
 TEXTS = sentences()[2::40]
 

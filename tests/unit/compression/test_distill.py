@@ -12,8 +12,8 @@ from torch.nn import functional
 
 from dlproxy.cli import main
 from dlproxy.compression.distill import DistillConfig, DistillReport, distill, distillation_loss
-from dlproxy.models.base import create_model, model_name
 from dlproxy.models.builtin import digits
+from dlproxy.models.registry import create_model, model_name
 
 EPOCHS = 3  # enough to see learning; the full 100 epochs are measured in docs/benchmarks.md
 

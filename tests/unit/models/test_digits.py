@@ -13,9 +13,9 @@ import torch
 
 from dlproxy.compression.distill import DEFAULT_STUDENT
 from dlproxy.errors import BadRequest
-from dlproxy.models.base import create_model, model_name
 from dlproxy.models.builtin import digits
 from dlproxy.models.builtin.digits import Digits
+from dlproxy.models.registry import create_model, model_name
 
 SPLIT = digits.load_split()
 

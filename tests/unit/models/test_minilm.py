@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from dlproxy.errors import BadRequest
-from dlproxy.models.base import create_model
 from dlproxy.models.builtin import minilm
 from dlproxy.models.builtin.corpus import sentences
 from dlproxy.models.builtin.minilm import MiniLM, export, onnx_path, sentence_transformer_reference
+from dlproxy.models.registry import create_model
 
 TEXTS = sentences()
 REFERENCE_TEXTS = TEXTS[::2]  # sentence-transformers in torch is slow; half the corpus is plenty

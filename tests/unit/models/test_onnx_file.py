@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from dlproxy.models.base import create_model
 from dlproxy.models.onnx import OnnxFileModel
+from dlproxy.models.registry import create_model
 
 
 def double_graph(path: Path, batch: str | int = "batch") -> Path:

@@ -7,8 +7,8 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from dlproxy.models.base import create_model
 from dlproxy.models.python import PythonClassModel
+from dlproxy.models.registry import create_model
 
 
 class Scaler:
