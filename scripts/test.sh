@@ -24,4 +24,5 @@ fi
 export DLPROXY_HOME="$PWD/.dlproxy-home"
 .venv/bin/dlproxy models --export minilm:fp32 minilm:int8
 .venv/bin/ruff check src tests
+.venv/bin/mypy  # --strict on src/ (pyproject.toml [tool.mypy])
 exec .venv/bin/python -m pytest "$@"

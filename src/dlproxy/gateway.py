@@ -61,7 +61,7 @@ class Gateway:
         self.retries: Counter[tuple[str, str]] = Counter()
         self.arrivals: Counter[str] = Counter()  # requests per model: the autoscaler's load signal
         self.scaling_decisions: Counter[tuple[str, str]] = Counter()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     @property
     def ready(self) -> bool:
@@ -186,9 +186,9 @@ class Gateway:
         raise AssertionError("unreachable")
 
     def _own(self, task: asyncio.Future[Any]) -> None:
-        self._tasks.add(task)  # type: ignore[arg-type]
+        self._tasks.add(task)
         task.add_done_callback(_settle)
-        task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
         """Stop instances (draining them), then flush the cache."""

@@ -9,6 +9,7 @@ ready; a removed one drains first, so no request is dropped).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -125,7 +126,7 @@ class Controller:
         )
         task = asyncio.ensure_future(pool.scale_to(target))
         self._changing[pool.name] = task
-        task.add_done_callback(lambda done, name=pool.name: self._changed(name, done))
+        task.add_done_callback(functools.partial(self._changed, pool.name))
 
     def _changed(self, name: str, task: asyncio.Task[None]) -> None:
         self._changing.pop(name, None)

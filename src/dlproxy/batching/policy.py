@@ -31,6 +31,10 @@ class BatchingPolicy(Protocol):
         """A batch of ``batch_size`` items came back ``latency`` seconds after it was sent."""
         ...
 
+    def cap(self, limit: int) -> None:
+        """The model takes at most ``limit`` items per call: never form a bigger batch."""
+        ...
+
 
 @dataclass(slots=True)
 class FixedBatching:
@@ -41,6 +45,10 @@ class FixedBatching:
 
     def observe(self, latency: float, batch_size: int) -> None:
         """Fixed limits learn nothing."""
+
+    def cap(self, limit: int) -> None:
+        """Lower the limit to the model's own bound."""
+        self.max_batch = max(1, min(self.max_batch, limit))
 
 
 @dataclass(slots=True)
@@ -104,6 +112,11 @@ class AdaptiveBatching:
             )
         self.max_batch = min(max(1, self.start), self.max_batch_cap)
         self._recent = deque(maxlen=self.window)
+
+    def cap(self, limit: int) -> None:
+        """Neither the limit nor its ceiling may exceed the model's own bound."""
+        self.max_batch_cap = max(1, min(self.max_batch_cap, limit))
+        self.max_batch = min(self.max_batch, self.max_batch_cap)
 
     @property
     def budget(self) -> float:

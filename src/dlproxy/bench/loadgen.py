@@ -314,7 +314,8 @@ def _poisson_offsets(rate: float, seconds: float, seed: int) -> list[float]:
     while offsets[-1] < seconds:  # astronomically rare, but never cut the schedule short
         more = np.cumsum(rng.exponential(1.0 / rate, size=size)) + offsets[-1]
         offsets = np.concatenate([offsets, more])
-    return offsets[offsets < seconds].tolist()
+    kept: list[float] = offsets[offsets < seconds].tolist()
+    return kept
 
 
 async def run_load(

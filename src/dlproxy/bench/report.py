@@ -60,7 +60,8 @@ def per_second(end_s: np.ndarray, seconds: float) -> list[int]:
     """How many of the events at ``end_s`` fall in each whole second ``[0, ceil(seconds))``."""
     bins = max(1, math.ceil(seconds))
     inside = end_s[(end_s >= 0) & (end_s < bins)]
-    return np.bincount(inside.astype(np.int64), minlength=bins).tolist()
+    counts: list[int] = np.bincount(inside.astype(np.int64), minlength=bins).tolist()
+    return counts
 
 
 @dataclass(frozen=True, slots=True)

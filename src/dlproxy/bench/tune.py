@@ -216,11 +216,11 @@ def _sweep(
             c = candidate
             label = f"{c.instances}x{c.threads}t batch {c.max_batch} delay {c.max_delay_ms:g} ms"
             bar.update(task, status=f"{label}: starting")
-            trial = measure(
-                args,
-                candidate,
-                lambda state, label=label: bar.update(task, status=f"{label}: {state}"),
-            )
+
+            def report(state: str, label: str = label) -> None:
+                bar.update(task, status=f"{label}: {state}")
+
+            trial = measure(args, candidate, report)
             trials.append(trial)
             bar.update(task, advance=1, status=f"{label}: {trial.throughput_rps:.0f} req/s")
 

@@ -109,9 +109,11 @@ class MemoryCache:
             raise ValueError(f"max_bytes must be at least 1 or None (got {max_bytes}).")
         if default_ttl is not None and default_ttl <= 0:
             raise ValueError(f"default_ttl must be positive or None (got {default_ttl}).")
-        if isinstance(policy, str):
-            policy = load_named(POLICIES, policy, "cache policy")(max_entries)
-        self._policy: EvictionPolicy = policy
+        self._policy: EvictionPolicy = (
+            load_named(POLICIES, policy, "cache policy")(max_entries)
+            if isinstance(policy, str)
+            else policy
+        )
         self._max_entries = max_entries
         self._max_bytes: float = math.inf if max_bytes is None else max_bytes
         self._default_ttl = default_ttl

@@ -25,7 +25,7 @@ def item_keys(
     if parameters:
         prefix.update(orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS, default=str))
     names = sorted(request.inputs)
-    columns: list[tuple[bytes, list[bytes] | np.ndarray]] = []
+    columns: list[tuple[bytes, list[list[bytes]] | np.ndarray]] = []
     for name in names:
         array = request.inputs[name]
         if array.dtype == object:
@@ -38,12 +38,11 @@ def item_keys(
         h = prefix.copy()
         for header, column in columns:
             h.update(header)
-            value = column[row]
-            if isinstance(value, list):  # BYTES: length-prefixed so ("ab","c") != ("a","bc")
-                for item in value:
+            if isinstance(column, list):  # BYTES: length-prefixed so ("ab","c") != ("a","bc")
+                for item in column[row]:
                     h.update(len(item).to_bytes(8, "little"))
                     h.update(item)
             else:
-                h.update(value.tobytes())
+                h.update(column[row].tobytes())
         keys.append(h.digest())
     return keys

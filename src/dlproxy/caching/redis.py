@@ -48,8 +48,8 @@ class RedisCache(SharedCache):
         self._px = None if ttl is None else max(1, math.ceil(ttl * 1000))
 
     async def _fetch(self, keys: list[bytes]) -> Sequence[bytes | None]:
-        values: list[bytes | None] = await self._client.mget(keys)
-        return values
+        values: list[bytes | None] = await self._client.mget(keys)  # type: ignore[assignment]
+        return values  # bytes: the client is made without decode_responses
 
     async def _store(self, items: list[tuple[bytes, bytes]]) -> None:
         async with self._client.pipeline(transaction=False) as pipe:

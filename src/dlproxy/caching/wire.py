@@ -104,7 +104,7 @@ class Breaker:
         self._retry_at = self._clock.now() + self._backoff()
 
     def _backoff(self) -> float:
-        return min(self._longest, self._first * 2 ** (self._failures - 1))
+        return float(min(self._longest, self._first * 2 ** (self._failures - 1)))
 
 
 @dataclass(frozen=True, slots=True)

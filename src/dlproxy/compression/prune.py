@@ -113,9 +113,10 @@ def importance(inputs: torch.Tensor, out: nn.Linear, group: int) -> torch.Tensor
     """
     weight = out.weight
     if group == 1:  # closed form: each token's write is x[t, j] * W[:, j]
-        return inputs.pow(2).mean(dim=0).sqrt() * weight.norm(dim=0)
+        scores: torch.Tensor = inputs.pow(2).mean(dim=0).sqrt() * weight.norm(dim=0)
+        return scores
     groups = weight.shape[1] // group
-    scores = [
+    per_group = [
         (inputs[:, g * group : (g + 1) * group] @ weight[:, g * group : (g + 1) * group].T)
         .pow(2)
         .sum(dim=1)
@@ -123,7 +124,7 @@ def importance(inputs: torch.Tensor, out: nn.Linear, group: int) -> torch.Tensor
         .sqrt()
         for g in range(groups)
     ]
-    return torch.stack(scores)
+    return torch.stack(per_group)
 
 
 def _output_inputs(
@@ -192,13 +193,13 @@ def _compensate(out: nn.Linear, kept: torch.Tensor, inputs: torch.Tensor) -> Non
     dropped = torch.ones(out.in_features, dtype=torch.bool)
     dropped[kept] = False
     if out.bias is not None:
-        out.bias += out.weight[:, dropped] @ inputs[:, dropped].mean(dim=0)
+        out.bias.add_(out.weight[:, dropped] @ inputs[:, dropped].mean(dim=0))
 
 
 def _slice(layer: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
     """A new ``Linear`` keeping ``index`` of its outputs (``dim=0``) or inputs (``dim=1``)."""
     weight = layer.weight.index_select(dim, index).clone()
-    bias = layer.bias
+    bias: torch.Tensor | None = layer.bias
     if bias is not None and dim == 0:
         bias = bias.index_select(0, index)
     out_features, in_features = weight.shape

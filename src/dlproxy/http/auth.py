@@ -27,12 +27,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dlproxy.errors import DlproxyError, Forbidden, Unauthorized
 from dlproxy.http import codecs
@@ -41,10 +42,6 @@ from dlproxy.http.errors import OPENAI_TYPES, describe
 if TYPE_CHECKING:
     from dlproxy.settings import Settings
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OPEN_PATHS = frozenset(
     {"/v2/health/live", "/v2/health/ready", "/metrics", "/stats", "/dashboard", "/openapi.json"}

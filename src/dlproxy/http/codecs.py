@@ -421,7 +421,8 @@ def _binary_of(array: np.ndarray) -> bytes | memoryview:
             parts.append(data)
         return b"".join(parts)
     contiguous = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    return memoryview(contiguous.reshape(-1).view(np.uint8))
+    flat: Any = contiguous.reshape(-1).view(np.uint8)  # numpy arrays are buffers
+    return memoryview(flat)
 
 
 def _to_list(value: Any) -> Any:

@@ -37,7 +37,7 @@ OPENAI_TYPES: dict[int, str] = {
 def describe(exc: BaseException) -> tuple[int, str, list[tuple[bytes, bytes]]]:
     """Status, message and extra headers for an exception; anything unknown is a logged 500."""
     for cls in type(exc).__mro__:
-        status = STATUS.get(cls)  # type: ignore[arg-type]
+        status = STATUS.get(cls)
         if status is not None:
             headers: list[tuple[bytes, bytes]] = []
             if isinstance(exc, errors.Overloaded | errors.InstanceFailed):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Awaitable, Callable
 from importlib.resources import files
 from typing import Any
 
@@ -20,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from dlproxy import __version__
 from dlproxy.errors import BadRequest, PayloadTooLarge
@@ -31,10 +31,6 @@ from dlproxy.http.ratelimit import RateLimiter
 from dlproxy.logging import access
 from dlproxy.metrics import RequestMetrics, registry_for, stats
 from dlproxy.types import InferenceRequest, ModelSpec
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 JSON = b"application/json"
 OCTET_STREAM = b"application/octet-stream"
@@ -171,9 +167,10 @@ class InferenceApp:
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         length = headers.get(b"content-length")
-        if length is not None and _int_header(length, "Content-Length") > self.max_body_bytes:
+        declared = _int_header(length, "Content-Length")
+        if declared is not None and declared > self.max_body_bytes:
             raise PayloadTooLarge(
-                f"the body is {int(length)} bytes; the limit is {self.max_body_bytes}"
+                f"the body is {declared} bytes; the limit is {self.max_body_bytes}"
             )
         chunks: list[bytes] = []
         size = 0

@@ -10,7 +10,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import zmq
@@ -56,7 +56,10 @@ class WorkerChannel:
             flags=zmq.NOBLOCK,
             copy=False,
         )
-        sent.add_done_callback(lambda done: self._check_sent(batch_id, done))
+        # pyzmq's asyncio send returns a Future (typed only as Awaitable).
+        cast("asyncio.Future[Any]", sent).add_done_callback(
+            lambda done: self._check_sent(batch_id, done)
+        )
         return future
 
     def _check_sent(self, batch_id: int, sent: asyncio.Future[Any]) -> None:
@@ -72,7 +75,9 @@ class WorkerChannel:
 
     def send_stop(self) -> None:
         sent = self._socket.send(protocol.encode(protocol.Stop()), flags=zmq.NOBLOCK)
-        sent.add_done_callback(lambda done: done.cancelled() or done.exception())
+        cast("asyncio.Future[Any]", sent).add_done_callback(
+            lambda done: done.cancelled() or done.exception()
+        )
 
     def oldest_pending_age(self) -> float:
         """Seconds the oldest unanswered batch has been with the worker (0 when none)."""
@@ -114,7 +119,7 @@ class WorkerChannel:
                     self._sent_at.pop(batch_id, None)
                     future = self._pending.pop(batch_id, None)
                     if future is not None and not future.done():
-                        future.set_result(message)  # type: ignore[arg-type]
+                        future.set_result(message)
                 case protocol.Heartbeat():
                     self.load = message.load
                 case protocol.Ready():

@@ -20,7 +20,7 @@ from typing import Any
 import zmq.asyncio
 
 from dlproxy.batching.batcher import Batcher
-from dlproxy.batching.policy import FixedBatching
+from dlproxy.batching.policy import BatchingPolicy
 from dlproxy.instances import protocol
 from dlproxy.instances.base import BatchedInstance
 from dlproxy.instances.channel import WorkerChannel
@@ -40,7 +40,7 @@ class LocalInstance(BatchedInstance):
         *,
         threads: int,
         max_queue_items: int,
-        batching: FixedBatching,
+        batching: BatchingPolicy,
         depth: int = 2,
         weight: float = 1.0,
         name: str | None = None,
@@ -101,8 +101,9 @@ class LocalInstance(BatchedInstance):
         self.pid = self._process.pid
         self.pids = [p.pid for p in self._processes]
         exited = asyncio.ensure_future(self._first_exit())
+        waiting: set[asyncio.Future[Any]] = {self._channel.ready, exited}
         done, _ = await asyncio.wait(
-            {self._channel.ready, exited},
+            waiting,
             timeout=self.start_timeout,
             return_when=asyncio.FIRST_COMPLETED,
         )

@@ -83,11 +83,11 @@ def encode(message: msgspec.Struct) -> bytes:
     return _encoder.encode(message)
 
 
-def decode_to_worker(data: bytes) -> Batch | Stop:
+def decode_to_worker(data: bytes | memoryview) -> Batch | Stop:
     return _to_worker.decode(data)
 
 
-def decode_from_worker(data: bytes) -> Ready | Result | Failure | Heartbeat:
+def decode_from_worker(data: bytes | memoryview) -> Ready | Result | Failure | Heartbeat:
     return _from_worker.decode(data)
 
 

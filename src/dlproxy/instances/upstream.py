@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 
 from dlproxy.batching.batcher import Batcher, Outputs
-from dlproxy.batching.policy import FixedBatching
+from dlproxy.batching.policy import BatchingPolicy
 from dlproxy.clock import MonotonicClock
 from dlproxy.errors import InstanceFailed
 from dlproxy.instances import protocol
@@ -81,7 +81,7 @@ class UpstreamInstance(BatchedInstance):
         model: str,
         *,
         max_queue_items: int,
-        batching: FixedBatching,
+        batching: BatchingPolicy,
         depth: int = 4,
         weight: float = 1.0,
         name: str | None = None,
@@ -135,6 +135,11 @@ class UpstreamInstance(BatchedInstance):
             return "ejected"
         return "ready"
 
+    @state.setter
+    def state(self, phase: str) -> None:
+        """Setting a state sets the phase (``starting``, ``draining``, ...) it is derived from."""
+        self._phase = phase
+
     @property
     def load(self) -> protocol.Load:
         """What the gateway can see of a remote server: its round-trip time per batch."""
@@ -174,9 +179,8 @@ class UpstreamInstance(BatchedInstance):
                 ) from None
             raise
         self.spec = spec_of(self.model, metadata)
-        policy = self.batcher.policy
-        if 0 < self.spec.max_batch_size < policy.max_batch:  # it would refuse bigger batches
-            policy.max_batch = self.spec.max_batch_size
+        if self.spec.max_batch_size > 0:  # it would refuse bigger batches
+            self.batcher.policy.cap(self.spec.max_batch_size)
         self._healthy = True
         self._phase = "running"
         self._health = asyncio.create_task(self._check_health(), name=f"health {self.id}")

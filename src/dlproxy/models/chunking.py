@@ -144,4 +144,5 @@ def pool(vectors: np.ndarray, owner: np.ndarray, weight: np.ndarray, texts: int)
     pooled = (sums / np.maximum(norms, 1e-12)).astype(np.float32)
     single = counts[owner] == 1
     pooled[owner[single]] = vectors[single]
-    return pooled
+    result: np.ndarray = pooled
+    return result

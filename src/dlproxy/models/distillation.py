@@ -142,11 +142,11 @@ def _run_ranks(job: _Job) -> None:
     if job.config.nproc == 1:
         _rank(0, job)
         return
-    import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import ProcessRaisedException, spawn
 
     try:
-        mp.spawn(_rank, args=(job,), nprocs=job.config.nproc, join=True)
-    except mp.ProcessRaisedException as exc:
+        spawn(_rank, args=(job,), nprocs=job.config.nproc, join=True)
+    except ProcessRaisedException as exc:
         raise RuntimeError(f"A distillation rank failed:\n{exc}") from None
 
 
@@ -184,7 +184,7 @@ def _train(rank: int, job: _Job) -> dict[str, Any]:
         torch.from_numpy(job.labels),
         torch.from_numpy(job.teacher_logits),
     )
-    sampler = DistributedSampler(
+    sampler: DistributedSampler[Any] = DistributedSampler(
         dataset, num_replicas=config.nproc, rank=rank, shuffle=True, seed=config.seed
     )
     loader = DataLoader(dataset, batch_size=config.batch_size // config.nproc, sampler=sampler)

@@ -137,11 +137,19 @@ def load_splitter() -> tuple[Any, chunking.Windowing]:
     windowing = chunking.Windowing(
         size=MAX_SEQ_LENGTH,
         overlap=OVERLAP,
-        cls_id=tokenizer.token_to_id("[CLS]"),
-        sep_id=tokenizer.token_to_id("[SEP]"),
-        pad_id=tokenizer.token_to_id("[PAD]"),
+        cls_id=_token_id(tokenizer, "[CLS]"),
+        sep_id=_token_id(tokenizer, "[SEP]"),
+        pad_id=_token_id(tokenizer, "[PAD]"),
     )
     return tokenizer, windowing
+
+
+def _token_id(tokenizer: Any, token: str) -> int:
+    """The id of a special token the windows need; the package's tokenizer has them all."""
+    found = tokenizer.token_to_id(token)
+    if found is None:
+        raise RuntimeError(f"The minilm tokenizer has no {token} token.")
+    return int(found)
 
 
 def text_windows(
@@ -326,7 +334,8 @@ def _pooled_bert() -> Any:
             hidden = self.bert(
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
             ).last_hidden_state
-            return mean_pooled(hidden, attention_mask)
+            pooled: torch.Tensor = mean_pooled(hidden, attention_mask)
+            return pooled
 
     return PooledBert(load_bert()).eval()
 
