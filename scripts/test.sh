@@ -25,4 +25,5 @@ export DLPROXY_HOME="$PWD/.dlproxy-home"
 .venv/bin/dlproxy models --export minilm:fp32 minilm:int8
 .venv/bin/ruff check src tests
 .venv/bin/mypy  # --strict on src/ (pyproject.toml [tool.mypy])
+.venv/bin/lint-imports  # the import layers (pyproject.toml [tool.importlinter])
 exec .venv/bin/python -m pytest "$@"

@@ -28,3 +28,12 @@ def dlproxy_home() -> Iterator[Path]:
         os.environ.pop("DLPROXY_HOME", None)
     else:
         os.environ["DLPROXY_HOME"] = previous
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Integration and end-to-end tests start real processes and servers: all of them are
+    ``slow`` (``-m "not slow"`` runs the in-process suite alone)."""
+    started_processes = (REPO / "tests" / "integration", REPO / "tests" / "e2e")
+    for item in items:
+        if any(folder in Path(str(item.path)).parents for folder in started_processes):
+            item.add_marker(pytest.mark.slow)

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 import zmq.asyncio
 
+from dlproxy.autoscaler import Controller
 from dlproxy.autoscaling.base import create_policy as create_scaling_policy
-from dlproxy.autoscaling.controller import Controller
 from dlproxy.autoscaling.limits import Limits as ScalingLimits
 from dlproxy.batching.batcher import Outputs
 from dlproxy.batching.policy import AdaptiveBatching, BatchingPolicy, FixedBatching

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlproxy.instances import protocol
+from dlproxy import protocol
 from dlproxy.models.base import Model
 from dlproxy.models.builtin.corpus import sentences
 from dlproxy.models.registry import BUILTIN, create_model

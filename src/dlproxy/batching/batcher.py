@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from dlproxy import protocol
 from dlproxy.batching.policy import BatchingPolicy, FixedBatching
 from dlproxy.errors import BadRequest, DeadlineExceeded, InstanceFailed, ModelError, Overloaded
 from dlproxy.histogram import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
-from dlproxy.instances import protocol
 from dlproxy.types import InferenceRequest
 
 Outputs = dict[str, np.ndarray]

@@ -17,7 +17,7 @@ import msgspec
 import numpy as np
 
 from dlproxy.clock import Clock, MonotonicClock
-from dlproxy.instances.protocol import WireTensor, from_wire, to_wire
+from dlproxy.protocol import WireTensor, from_wire, to_wire
 
 log = logging.getLogger("dlproxy.cache")
 _MONOTONIC = MonotonicClock()

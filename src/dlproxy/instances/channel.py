@@ -16,8 +16,8 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
+from dlproxy import protocol
 from dlproxy.errors import InstanceFailed
-from dlproxy.instances import protocol
 
 
 class WorkerChannel:

@@ -19,9 +19,9 @@ from typing import Any
 
 import zmq.asyncio
 
+from dlproxy import protocol
 from dlproxy.batching.batcher import Batcher
 from dlproxy.batching.policy import BatchingPolicy
-from dlproxy.instances import protocol
 from dlproxy.instances.base import BatchedInstance
 from dlproxy.instances.channel import WorkerChannel
 from dlproxy.types import ModelSpec

@@ -26,10 +26,10 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayError
 
+from dlproxy import protocol
 from dlproxy.batching.batcher import Batcher
 from dlproxy.batching.policy import BatchingPolicy
 from dlproxy.errors import InstanceFailed
-from dlproxy.instances import protocol
 from dlproxy.instances.base import BatchedInstance
 from dlproxy.types import ModelSpec
 

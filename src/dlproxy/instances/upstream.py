@@ -22,11 +22,11 @@ import aiohttp
 import numpy as np
 import orjson
 
+from dlproxy import protocol
 from dlproxy.batching.batcher import Batcher, Outputs
 from dlproxy.batching.policy import BatchingPolicy
 from dlproxy.clock import MonotonicClock
 from dlproxy.errors import InstanceFailed
-from dlproxy.instances import protocol
 from dlproxy.instances.base import BatchedInstance
 from dlproxy.instances.health import OutlierDetector
 from dlproxy.types import DTYPES, InferenceRequest, ModelSpec, TensorSpec, datatype_of

@@ -18,7 +18,7 @@ import time
 import psutil
 import zmq
 
-from dlproxy.instances import protocol
+from dlproxy import protocol
 from dlproxy.models.base import Model
 from dlproxy.models.registry import create_model
 

@@ -26,7 +26,7 @@ import msgspec
 import numpy as np
 import zmq
 
-from dlproxy.instances import protocol
+from dlproxy import protocol
 from dlproxy.models.stages import ModelStage, Tensors, create_stage
 from dlproxy.worker.main import LoadMeter, die_with_parent
 

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from dlproxy import protocol
 from dlproxy.batching.batcher import Batcher, units_of
 from dlproxy.batching.policy import FixedBatching
 from dlproxy.errors import BadRequest, DeadlineExceeded, Overloaded
-from dlproxy.instances import protocol
 from dlproxy.types import InferenceRequest
 
 

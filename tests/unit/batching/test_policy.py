@@ -7,10 +7,10 @@ import asyncio
 import numpy as np
 import pytest
 
+from dlproxy import protocol
 from dlproxy.batching.batcher import Batcher
 from dlproxy.batching.policy import AdaptiveBatching, FixedBatching
 from dlproxy.clock import ManualClock
-from dlproxy.instances import protocol
 from dlproxy.types import InferenceRequest
 
 SLO = 0.100  # budget 50 ms per batch with the default batch_share 0.5

@@ -6,8 +6,8 @@ import numpy as np
 import orjson
 import pytest
 
+from dlproxy import protocol
 from dlproxy.http import codecs
-from dlproxy.instances import protocol
 from dlproxy.instances.upstream import decode_response, encode_request, spec_of
 from dlproxy.types import InferenceRequest, InferenceResponse, TensorSpec
 

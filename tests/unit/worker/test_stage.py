@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlproxy.instances import protocol
+from dlproxy import protocol
 from dlproxy.worker.stage import Gathering, Part, micro_batches
 
 
