@@ -29,7 +29,7 @@ from dlproxy.http.routes import InferenceApp
 from dlproxy.instances.health import OutlierDetector
 from dlproxy.instances.local import LocalInstance
 from dlproxy.instances.pipeline import PipelineInstance
-from dlproxy.instances.pool import InstancePool
+from dlproxy.instances.pool import FailureHandler, InstancePool
 from dlproxy.instances.upstream import UpstreamClient, UpstreamInstance
 from dlproxy.metrics import MetricsOff, RequestMetrics
 from dlproxy.models.registry import model_name
@@ -70,7 +70,7 @@ def build_pools(settings: Settings, context: zmq.asyncio.Context) -> list[Instan
         weights = iter(settings.weights or [])
 
         def factory(
-            reference: str = reference, weights: object = weights
+            on_failure: FailureHandler, reference: str = reference, weights: object = weights
         ) -> LocalInstance | RayInstance:
             name = instance_name(settings, next(numbers))
             if settings.backend == "ray":
@@ -79,6 +79,7 @@ def build_pools(settings: Settings, context: zmq.asyncio.Context) -> list[Instan
                     reference,
                     next(weights, 1.0),  # type: ignore[call-overload]
                     name,
+                    on_failure,
                 )
             # With --pipeline-stages K an instance is K stage processes (model parallelism).
             make = (
@@ -101,20 +102,22 @@ def build_pools(settings: Settings, context: zmq.asyncio.Context) -> list[Instan
                 heartbeat_timeout=settings.heartbeat_timeout_s,
                 weight=next(weights, 1.0),  # type: ignore[call-overload]
                 name=name,
+                on_failure=on_failure,
             )
 
-        pool = InstancePool(model_name(reference), create_policy(settings.policy), factory)
-        pool.remotes = [
+        remotes = [
             functools.partial(
                 build_upstream,
                 settings,
                 client,
-                pool,
                 url,
                 upstream_weights[i] if i < len(upstream_weights) else 1.0,
             )
             for i, url in enumerate(settings.upstreams)
         ]
+        pool = InstancePool(
+            model_name(reference), create_policy(settings.policy), factory, remotes=remotes
+        )
         pools.append(pool)
     return pools
 
@@ -129,7 +132,11 @@ def instance_name(settings: Settings, number: int) -> str | None:
 
 
 def build_ray_instance(
-    settings: Settings, reference: str, weight: float, name: str | None
+    settings: Settings,
+    reference: str,
+    weight: float,
+    name: str | None,
+    on_failure: FailureHandler,
 ) -> RayInstance:
     """One Ray actor as an instance, batched and failed over like a local worker."""
     from dlproxy.instances.ray import RayInstance
@@ -146,6 +153,7 @@ def build_ray_instance(
         hang_timeout=settings.hang_timeout_s,
         heartbeat_timeout=settings.heartbeat_timeout_s,
         max_queue_wait=settings.max_queue_wait_ms / 1000 if settings.max_queue_wait_ms else None,
+        on_failure=on_failure,
     )
 
 
@@ -180,7 +188,7 @@ def build_batching(settings: Settings) -> BatchingPolicy:
 
 
 def build_upstream(
-    settings: Settings, client: UpstreamClient, pool: InstancePool, url: str, weight: float
+    settings: Settings, client: UpstreamClient, url: str, weight: float, pool: InstancePool
 ) -> UpstreamInstance:
     """A remote KServe v2 server as an instance of the pool's model (same name there)."""
 
@@ -285,7 +293,7 @@ async def start_pools(pools: list[InstancePool], instances: int) -> None:
     traffic as soon as it is ready."""
     await asyncio.gather(
         *(pool.add() for pool in pools for _ in range(instances)),
-        *(pool.attach(make()) for pool in pools for make in pool.remotes),
+        *(pool.attach(make(pool)) for pool in pools for make in pool.remotes),
     )
 
 

@@ -25,7 +25,7 @@ from dlproxy import protocol
 from dlproxy.batching.policy import BatchingPolicy, FixedBatching
 from dlproxy.errors import BadRequest, DeadlineExceeded, InstanceFailed, ModelError, Overloaded
 from dlproxy.histogram import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
-from dlproxy.types import InferenceRequest
+from dlproxy.types import InferenceRequest, ModelSpec
 
 Outputs = dict[str, np.ndarray]
 SendBatch = Callable[
@@ -138,6 +138,12 @@ class Batcher:
     def inflight_units(self) -> int:
         """Units in the batches the instance holds."""
         return self._inflight_units
+
+    def adopt(self, spec: ModelSpec) -> None:
+        """The model is known: count its texts in its units and never exceed its batch bound."""
+        self.unit_bytes = spec.unit_bytes
+        if spec.max_batch_size > 0:
+            self.policy.cap(spec.max_batch_size)
 
     def hold_limit(self, hang_timeout: float) -> float:
         """Seconds the oldest batch may be held before its instance counts as hung: the timeout,

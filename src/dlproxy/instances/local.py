@@ -48,6 +48,7 @@ class LocalInstance(BatchedInstance):
         hang_timeout: float = 30.0,
         heartbeat_timeout: float = 5.0,
         max_queue_wait: float | None = None,
+        on_failure: Callable[[LocalInstance, list[Any]], None] | None = None,
     ) -> None:
         number = next(_numbers)
         self.id = name or f"w{number}"
@@ -70,7 +71,7 @@ class LocalInstance(BatchedInstance):
         self._channel: WorkerChannel | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
-        self.on_failure: Callable[[LocalInstance, list[Any]], None] = lambda instance, orphans: None
+        self.on_failure = on_failure or (lambda instance, orphans: None)
         self.batcher = Batcher(self._send, max_queue_items, batching, depth, max_queue_wait)
 
     def _send(self, inputs: Any, parameters: Any) -> Any:
@@ -113,6 +114,7 @@ class LocalInstance(BatchedInstance):
             await self._kill()
             raise RuntimeError(f"instance of '{self.reference}' did not start (exit codes {codes})")
         self.spec = self._channel.ready.result().spec
+        self.batcher.adopt(self.spec)  # before any request: no await since it became ready
         self.state = "ready"
         self._watch = asyncio.create_task(self._watch_process(), name=f"watch {self.id}")
         self._watchdog = asyncio.create_task(self._watch_liveness(), name=f"watchdog {self.id}")

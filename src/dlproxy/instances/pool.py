@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dlproxy.batching.batcher import Outputs, Pending
@@ -28,19 +28,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dlproxy.pool")
 
+FailureHandler = Callable[[Any, list[Pending]], None]
+"""Called by an instance that died or hung with the requests it held (the pool fails them over)."""
+
 
 class InstancePool:
     def __init__(
         self,
         name: str,
         policy: SchedulingPolicy,
-        factory: Callable[[], Made],
+        factory: Callable[[FailureHandler], Made],
         restart_delay: float = 0.5,
+        remotes: Sequence[Callable[[InstancePool], UpstreamInstance]] = (),
     ) -> None:
         self.name = name
         self.policy = policy
         self.instances: list[Instance] = []
-        self.remotes: list[Callable[[], UpstreamInstance]] = []  # attached by ``start_pools``
+        self.remotes = tuple(remotes)  # remote servers, built for this pool and attached at start
         self._attached: set[str] = set()
         self._factory = factory
         self._restart_delay = restart_delay
@@ -78,16 +82,13 @@ class InstancePool:
 
     async def add(self) -> Made:
         """Start one more instance; it gets traffic only once its model is loaded."""
-        instance = self._factory()
-        instance.on_failure = self._on_failure
+        instance = self._factory(self._on_failure)
         self.instances.append(instance)
         try:
             await instance.start()
         except BaseException:
             self.instances.remove(instance)
             raise
-        if instance.spec is not None:  # before any request: no await since it became ready
-            instance.batcher.unit_bytes = instance.spec.unit_bytes
         return instance
 
     async def attach(self, instance: UpstreamInstance) -> UpstreamInstance:

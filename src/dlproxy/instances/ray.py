@@ -129,6 +129,7 @@ class RayInstance(BatchedInstance):
         hang_timeout: float = 30.0,
         heartbeat_timeout: float = 5.0,
         max_queue_wait: float | None = None,
+        on_failure: Callable[[Any, list[Any]], None] | None = None,
     ) -> None:
         self.id = name or f"r{next(_numbers)}"
         self.reference = reference
@@ -145,7 +146,7 @@ class RayInstance(BatchedInstance):
         self.start_timeout = start_timeout
         self.hang_timeout = hang_timeout
         self.heartbeat_timeout = heartbeat_timeout
-        self.on_failure: Callable[[Any, list[Any]], None] = lambda instance, orphans: None
+        self.on_failure = on_failure or (lambda instance, orphans: None)
         self._actor: Any = None
         self._ids = itertools.count(1)
         self._pending: dict[asyncio.Future[Any], float] = {}  # future -> when it was sent
@@ -191,6 +192,7 @@ class RayInstance(BatchedInstance):
         assert isinstance(message, protocol.Ready)
         self.pid = message.pid
         self.spec = message.spec
+        self.batcher.adopt(self.spec)
         self.node = node_name or self.node_id
         self.state = "ready"
         self._watchdog = asyncio.create_task(self._watch(), name=f"watchdog {self.id}")

@@ -179,8 +179,7 @@ class UpstreamInstance(BatchedInstance):
                 ) from None
             raise
         self.spec = spec_of(self.model, metadata)
-        if self.spec.max_batch_size > 0:  # it would refuse bigger batches
-            self.batcher.policy.cap(self.spec.max_batch_size)
+        self.batcher.adopt(self.spec)  # it would refuse bigger batches
         self._healthy = True
         self._phase = "running"
         self._health = asyncio.create_task(self._check_health(), name=f"health {self.id}")

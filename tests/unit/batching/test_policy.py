@@ -169,3 +169,14 @@ async def test_the_batcher_reports_each_batch_and_follows_the_new_limit() -> Non
     assert [s for s, _ in sent] == [1, 4, 3, 1]
     answer(3)
     await asyncio.gather(*futures)
+
+
+def test_cap_lowers_the_limit_to_the_models_bound() -> None:
+    fixed = FixedBatching(max_batch=32)
+    fixed.cap(1)  # an ONNX file exported with batch 1
+    assert fixed.max_batch == 1
+    fixed.cap(64)  # a higher bound never raises the limit
+    assert fixed.max_batch == 1
+    adaptive = AdaptiveBatching(slo=0.05, max_batch_cap=32, start=16)
+    adaptive.cap(8)
+    assert (adaptive.max_batch, adaptive.max_batch_cap) == (8, 8)
