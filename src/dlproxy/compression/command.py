@@ -196,9 +196,10 @@ def compress(
 def apply(adapter: Adapter, method: Method, source: Path, target: Path) -> dict[str, Any]:
     """Write the compressed graph to ``target``; returns what was done, for the report."""
     from dlproxy.compression import prune, quantize
+    from dlproxy.models.rowwise import quantize_rowwise
 
     if method.kind == "int8":
-        count = quantize.quantize_rowwise_int8(source, target)
+        count = quantize_rowwise(source, target)
         return {
             "weights": "int8 per channel",
             "activations": "int8, dynamic per row",

@@ -28,13 +28,6 @@ from dlproxy.logging import quiet_logger
 Feeds = dict[str, np.ndarray]
 
 
-def quantize_rowwise_int8(source: Path, target: Path) -> int:
-    """Per-row dynamic int8 (batch-invariant); returns how many MatMul/Gemm nodes it rewrote."""
-    from dlproxy.models.rowwise import quantize_rowwise
-
-    return quantize_rowwise(source, target)
-
-
 def quantize_dynamic_int8(source: Path, target: Path) -> None:
     """ONNX Runtime's dynamic int8 with per-channel QInt8 weights (batch-dependent)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
