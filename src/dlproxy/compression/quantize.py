@@ -29,11 +29,13 @@ Feeds = dict[str, np.ndarray]
 
 
 def quantize_dynamic_int8(source: Path, target: Path) -> None:
-    """ONNX Runtime's dynamic int8 with per-channel QInt8 weights (batch-dependent)."""
+    """ONNX Runtime's dynamic int8 with per-channel 7-bit QInt8 weights (batch-dependent)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with quiet_logger():  # "consider pre-processing": advice meant for static quantization
-        quantize_dynamic(source, target, per_channel=True, weight_type=QuantType.QInt8)
+        quantize_dynamic(
+            source, target, per_channel=True, reduce_range=True, weight_type=QuantType.QInt8
+        )
 
 
 def quantize_static_int8(
@@ -41,7 +43,7 @@ def quantize_static_int8(
 ) -> None:
     """Static int8 (QDQ) with activation ranges calibrated on ``calibration`` batches.
 
-    Weights QInt8 per channel; activations QUInt8 with a zero point (asymmetric: GELU and
+    Weights QInt8 per channel in a 7-bit range (see ``models.rowwise``); activations QUInt8 with a zero point (asymmetric: GELU and
     attention outputs are far from symmetric). Only MatMuls with a constant weight are quantized;
     ``exclude`` names nodes to leave in float (see ``matmuls_reading``).
     """
@@ -68,6 +70,7 @@ def quantize_static_int8(
                 op_types_to_quantize=["MatMul", "Gemm", "Conv"],
                 nodes_to_exclude=list(exclude),
                 per_channel=True,
+                reduce_range=True,  # 7-bit weights: no int16 saturation on non-VNNI x86
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,

