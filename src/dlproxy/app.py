@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import itertools
 import logging
 import signal
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
 
 import uvicorn
 import zmq.asyncio
@@ -17,7 +17,6 @@ import zmq.asyncio
 from dlproxy.autoscaler import Controller
 from dlproxy.autoscaling.base import create_policy as create_scaling_policy
 from dlproxy.autoscaling.limits import Limits as ScalingLimits
-from dlproxy.batching.batcher import Outputs
 from dlproxy.batching.policy import AdaptiveBatching, BatchingPolicy, FixedBatching
 from dlproxy.caching.base import MemoryCache
 from dlproxy.caching.tiered import TieredCache
@@ -26,19 +25,16 @@ from dlproxy.gateway import Gateway, Limits
 from dlproxy.http.auth import build_authenticator
 from dlproxy.http.ratelimit import RateLimiter
 from dlproxy.http.routes import InferenceApp
+from dlproxy.instances.base import FailureHandler, Instance, InstanceOptions
 from dlproxy.instances.health import OutlierDetector
 from dlproxy.instances.local import LocalInstance
 from dlproxy.instances.pipeline import PipelineInstance
-from dlproxy.instances.pool import FailureHandler, InstancePool
+from dlproxy.instances.pool import InstancePool
 from dlproxy.instances.upstream import UpstreamClient, UpstreamInstance
 from dlproxy.metrics import MetricsOff, RequestMetrics
 from dlproxy.models.registry import model_name
 from dlproxy.scheduling.base import create_policy
 from dlproxy.settings import Settings, usable_cores
-from dlproxy.types import InferenceRequest
-
-if TYPE_CHECKING:
-    from dlproxy.instances.ray import RayInstance
 
 log = logging.getLogger("dlproxy")
 
@@ -70,40 +66,14 @@ def build_pools(settings: Settings, context: zmq.asyncio.Context) -> list[Instan
         weights = iter(settings.weights or [])
 
         def factory(
-            on_failure: FailureHandler, reference: str = reference, weights: object = weights
-        ) -> LocalInstance | RayInstance:
-            name = instance_name(settings, next(numbers))
-            if settings.backend == "ray":
-                return build_ray_instance(
-                    settings,
-                    reference,
-                    next(weights, 1.0),  # type: ignore[call-overload]
-                    name,
-                    on_failure,
-                )
-            # With --pipeline-stages K an instance is K stage processes (model parallelism).
-            make = (
-                functools.partial(PipelineInstance, stages=settings.pipeline_stages)
-                if settings.pipeline_stages > 1
-                else LocalInstance
+            on_failure: FailureHandler,
+            reference: str = reference,
+            weights: Iterator[float] = weights,
+        ) -> Instance:
+            options = instance_options(
+                settings, next(weights, 1.0), instance_name(settings, next(numbers))
             )
-            return make(
-                context,
-                reference,
-                threads=settings.threads or 1,
-                max_queue_items=settings.max_queue,
-                batching=build_batching(settings),
-                # K stages can work on K batches at once: let the instance hold that many.
-                depth=max(settings.pipeline_depth, settings.pipeline_stages),
-                max_queue_wait=(
-                    settings.max_queue_wait_ms / 1000 if settings.max_queue_wait_ms else None
-                ),
-                hang_timeout=settings.hang_timeout_s,
-                heartbeat_timeout=settings.heartbeat_timeout_s,
-                weight=next(weights, 1.0),  # type: ignore[call-overload]
-                name=name,
-                on_failure=on_failure,
-            )
+            return build_instance(settings, context, reference, options, on_failure)
 
         remotes = [
             functools.partial(
@@ -122,6 +92,51 @@ def build_pools(settings: Settings, context: zmq.asyncio.Context) -> list[Instan
     return pools
 
 
+def instance_options(
+    settings: Settings, weight: float, name: str | None, depth: int | None = None
+) -> InstanceOptions:
+    """What every kind of instance takes from the settings: queue, batching, failure timeouts."""
+    return InstanceOptions(
+        max_queue_items=settings.max_queue,
+        batching=functools.partial(build_batching, settings),
+        # K pipeline stages can work on K batches at once: let the instance hold that many.
+        depth=depth or max(settings.pipeline_depth, settings.pipeline_stages),
+        weight=weight,
+        name=name,
+        max_queue_wait=settings.max_queue_wait_ms / 1000 if settings.max_queue_wait_ms else None,
+        hang_timeout=settings.hang_timeout_s,
+        heartbeat_timeout=settings.heartbeat_timeout_s,
+    )
+
+
+def build_instance(
+    settings: Settings,
+    context: zmq.asyncio.Context,
+    reference: str,
+    options: InstanceOptions,
+    on_failure: FailureHandler,
+) -> Instance:
+    """A worker process, K pipeline stage processes (``--pipeline-stages``) or a Ray actor."""
+    threads = settings.threads or 1
+    if settings.backend == "ray":
+        from dlproxy.instances.ray import RayInstance
+
+        options = dataclasses.replace(options, depth=settings.pipeline_depth)
+        return RayInstance(
+            reference, options, on_failure, threads=threads, num_cpus=settings.ray_num_cpus
+        )
+    if settings.pipeline_stages > 1:
+        return PipelineInstance(
+            context,
+            reference,
+            options,
+            on_failure,
+            threads=threads,
+            stages=settings.pipeline_stages,
+        )
+    return LocalInstance(context, reference, options, on_failure, threads=threads)
+
+
 def instance_name(settings: Settings, number: int) -> str | None:
     """With several gateways an instance id names its gateway (``g2.w1``), so the
     ``X-Dlproxy-Instance`` header shows which gateway answered; else the instance's default."""
@@ -129,32 +144,6 @@ def instance_name(settings: Settings, number: int) -> str | None:
         return None
     kind = "r" if settings.backend == "ray" else "w"
     return f"g{settings.gateway_index}.{kind}{number}"
-
-
-def build_ray_instance(
-    settings: Settings,
-    reference: str,
-    weight: float,
-    name: str | None,
-    on_failure: FailureHandler,
-) -> RayInstance:
-    """One Ray actor as an instance, batched and failed over like a local worker."""
-    from dlproxy.instances.ray import RayInstance
-
-    return RayInstance(
-        reference,
-        threads=settings.threads or 1,
-        max_queue_items=settings.max_queue,
-        batching=build_batching(settings),
-        num_cpus=settings.ray_num_cpus,
-        depth=settings.pipeline_depth,
-        weight=weight,
-        name=name,
-        hang_timeout=settings.hang_timeout_s,
-        heartbeat_timeout=settings.heartbeat_timeout_s,
-        max_queue_wait=settings.max_queue_wait_ms / 1000 if settings.max_queue_wait_ms else None,
-        on_failure=on_failure,
-    )
 
 
 def connect_backend(settings: Settings) -> None:
@@ -191,30 +180,16 @@ def build_upstream(
     settings: Settings, client: UpstreamClient, url: str, weight: float, pool: InstancePool
 ) -> UpstreamInstance:
     """A remote KServe v2 server as an instance of the pool's model (same name there)."""
-
-    def hedge(
-        request: InferenceRequest, parameters: dict[str, Any], exclude: frozenset[str]
-    ) -> asyncio.Future[Outputs]:
-        return pool.choose(request, exclude).batcher.submit(request, parameters)
-
-    hedge_after = settings.hedge_ms / 1000 if settings.hedge_ms else None
     return UpstreamInstance(
         client,
         url,
         pool.name,
-        max_queue_items=settings.max_queue,
-        batching=build_batching(settings),
         # A remote server batches and pipelines over its own workers, behind a longer round trip.
-        depth=max(4, settings.pipeline_depth),
-        weight=weight,
+        instance_options(settings, weight, None, depth=max(4, settings.pipeline_depth)),
         outlier=OutlierDetector(
             MonotonicClock(), settings.outlier_failures, settings.outlier_base_ejection_s
         ),
         health_interval=settings.health_interval_s,
-        request_timeout=settings.hang_timeout_s,
-        max_queue_wait=settings.max_queue_wait_ms / 1000 if settings.max_queue_wait_ms else None,
-        hedge=hedge if hedge_after else None,
-        hedge_after=hedge_after,
     )
 
 
@@ -308,6 +283,7 @@ async def serve(settings: Settings) -> None:
         Limits(settings.max_items, settings.max_text_bytes),
         build_cache(settings),
         settings.coalesce,
+        hedge_after=settings.hedge_ms / 1000 if settings.hedge_ms else None,
     )
     limiter = (
         RateLimiter(settings.rate_limit, settings.rate_burst or max(1.0, settings.rate_limit))

@@ -112,7 +112,9 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--outlier-base-ejection-s", type=float, help="first ejection time; grows with each one"
     )
     parser.add_argument(
-        "--hedge-ms", type=float, help="also ask a second instance after this long (upstreams)"
+        "--hedge-ms",
+        type=float,
+        help="also ask a second instance when the first has not answered after this long",
     )
     parser.add_argument(
         "--backend", choices=["local", "ray"], help="instances as local processes or Ray actors"

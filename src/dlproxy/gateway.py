@@ -1,8 +1,10 @@
 """The request pipeline, top to bottom in ``Gateway.infer``.
 
-validate -> (cache) -> scheduler picks an instance -> its batch queue -> worker -> split results.
-A request whose instance dies while holding it is retried on another instance (inference is
-idempotent); every other failure is answered once, as a domain error the HTTP layer maps.
+validate -> (cache, coalescing) -> scheduler picks an instance -> its batch queue -> worker ->
+split results. A request whose instance dies while holding it is retried on another instance
+(inference is idempotent); with hedging, one that has no answer after ``hedge_after`` is also sent
+to a second instance and the first answer wins. Retries and hedges draw on one retry budget. Every
+other failure is answered once, as a domain error the HTTP layer maps.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dlproxy.errors import (
     Overloaded,
     PayloadTooLarge,
 )
+from dlproxy.instances.base import Instance
 from dlproxy.instances.health import RetryBudget
 from dlproxy.instances.pool import InstancePool
 from dlproxy.types import DTYPES, InferenceRequest, InferenceResponse, ModelSpec, datatype_of
@@ -51,12 +54,14 @@ class Gateway:
         cache: TieredCache | None = None,
         coalesce: bool = True,
         retry_budget: RetryBudget | None = None,
+        hedge_after: float | None = None,
     ) -> None:
         self.pools = {pool.name: pool for pool in pools}
         self.limits = limits
         self.cache = cache
         self.coalescer = Coalescer() if coalesce else None
         self.retry_budget = retry_budget or RetryBudget()  # retries <= 20% of requests (+10/s)
+        self.hedge_after = hedge_after
         self.started = False  # set once the initial instances are up
         self.retries: Counter[tuple[str, str]] = Counter()
         self.arrivals: Counter[str] = Counter()  # requests per model: the autoscaler's load signal
@@ -172,18 +177,58 @@ class Gateway:
         self, pool: InstancePool, request: InferenceRequest, parameters: dict[str, Any]
     ) -> tuple[dict[str, np.ndarray], str]:
         """Send to an instance the scheduler picks; on instance death retry on another one."""
-        tried: frozenset[str] = frozenset()
+        tried: set[str] = set()
         self.retry_budget.deposit()
         for attempt in range(self.limits.max_attempts):
-            instance = pool.choose(request, exclude=tried)
+            instance = pool.choose(request, exclude=frozenset(tried))
+            tried.add(instance.id)
             try:
-                return await instance.submit(request, parameters), instance.id
+                if self.hedge_after is None:
+                    return await instance.submit(request, parameters), instance.id
+                return await self._hedged(pool, instance, request, parameters, tried)
             except InstanceFailed:
                 if attempt + 1 == self.limits.max_attempts or not self.retry_budget.allow():
                     raise
                 self.retries[request.model, "instance_failed"] += 1
-                tried |= {instance.id}
         raise AssertionError("unreachable")
+
+    async def _hedged(
+        self,
+        pool: InstancePool,
+        first: Instance,
+        request: InferenceRequest,
+        parameters: dict[str, Any],
+        tried: set[str],
+    ) -> tuple[dict[str, np.ndarray], str]:
+        """The first answer of ``first`` or, when it has none after ``hedge_after`` seconds, of a
+        second instance (if the retry budget allows one); the loser is cancelled, and a request
+        still queued is then never sent. Fails only when every instance asked has failed."""
+        racing = {first.submit(request, parameters): first.id}
+        try:
+            done, _ = await asyncio.wait(racing, timeout=self.hedge_after)
+            if not done and self.retry_budget.allow():
+                try:
+                    second = pool.choose(request, exclude=frozenset(tried))
+                    racing[second.submit(request, parameters)] = second.id
+                except (Overloaded, InstanceFailed):
+                    pass  # nowhere to hedge to, or it is full: keep waiting on the first
+                else:
+                    tried.add(second.id)
+                    self.retries[request.model, "hedge"] += 1
+            pending = set(racing)
+            while True:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    if future.exception() is None:
+                        return future.result(), racing[future]
+                if not pending:
+                    raise future.exception()  # type: ignore[misc]  # the last one out
+        finally:
+            for future in racing:
+                if future.done():
+                    _settle(future)
+                else:
+                    future.cancel()
 
     def _own(self, task: asyncio.Future[Any]) -> None:
         self._tasks.add(task)

@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     outlier_base_ejection_s: float = 1.0
     """An ejection lasts this x the number of recent ejections (at most 30 s), then it returns."""
     hedge_ms: float | None = None
-    """Send a request that an upstream has not answered after this long to a second instance too,
+    """Send a request that an instance has not answered after this long to a second one too,
     and take the first answer (none: no hedging)."""
     backend: Literal["local", "ray"] = "local"
     """Where instances run: ``local`` worker processes, or ``ray`` actors placed by a Ray cluster

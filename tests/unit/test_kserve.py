@@ -1,4 +1,4 @@
-"""The client side of the KServe binary extension, checked against the server side (http/codecs)."""
+"""The client side of the KServe binary extension (dlproxy.kserve), checked against the server side."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from dlproxy import protocol
 from dlproxy.http import codecs
-from dlproxy.instances.upstream import decode_response, encode_request, spec_of
+from dlproxy.kserve import decode_infer_response, encode_infer_request, metadata_of, spec_of
 from dlproxy.types import InferenceRequest, InferenceResponse, TensorSpec
 
 INPUTS = {
@@ -20,7 +20,7 @@ INPUTS = {
 
 
 def test_a_request_is_what_the_server_decodes() -> None:
-    body, header_length = encode_request(INPUTS, {"delay_ms": 5})
+    body, header_length = encode_infer_request(INPUTS, {"delay_ms": 5})
     request = codecs.decode_kserve(body, "echo", header_length)
     assert request.inputs.keys() == INPUTS.keys()
     for name, array in INPUTS.items():
@@ -36,7 +36,7 @@ def test_a_response_decodes_to_the_outputs(binary: bool) -> None:
     response = InferenceResponse("echo", "1", "id", outputs)
     request = InferenceRequest("echo", {}, parameters={"binary_data_output": binary})
     body, header_length = codecs.encode_kserve(response, request)
-    wire = decode_response(body, None if header_length is None else str(header_length), 3)
+    wire = decode_infer_response(body, None if header_length is None else str(header_length), 3)
     for name, array in outputs.items():
         decoded = protocol.from_wire(wire[name])
         assert decoded.shape == array.shape
@@ -54,7 +54,7 @@ def test_a_response_decodes_to_the_outputs(binary: bool) -> None:
 )
 def test_an_answer_that_does_not_add_up_is_refused(output: dict[str, object]) -> None:
     with pytest.raises(ValueError):
-        decode_response(orjson.dumps({"outputs": [output]}), None, 3)
+        decode_infer_response(orjson.dumps({"outputs": [output]}), None, 3)
 
 
 def test_triton_style_metadata_makes_a_spec() -> None:
@@ -69,3 +69,8 @@ def test_triton_style_metadata_makes_a_spec() -> None:
     assert spec.version == "2" and spec.max_batch_size == 0
     assert spec.inputs == (TensorSpec("x", "FP32", (-1, 3, 224, 224)),)
     assert spec.outputs == (TensorSpec("y", "FP32", (-1, 1000)),)
+
+
+def test_metadata_written_by_the_server_reads_back_as_the_same_spec() -> None:
+    spec = spec_of("resnet", {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}]})
+    assert spec_of("resnet", metadata_of(spec)) == spec

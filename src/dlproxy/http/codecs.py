@@ -10,7 +10,6 @@ tensors are zero-copy, read-only views of the body.
 from __future__ import annotations
 
 import base64
-import struct
 from functools import lru_cache
 from itertools import chain
 from typing import Annotated, Any, Literal
@@ -19,6 +18,7 @@ import msgspec
 import numpy as np
 import orjson
 
+from dlproxy import kserve
 from dlproxy.errors import BadRequest
 from dlproxy.types import DTYPES, InferenceRequest, InferenceResponse, datatype_of
 
@@ -27,7 +27,6 @@ MAX_DIMS = 32
 MAX_ELEMENTS = 1 << 48
 """Most elements a shape may declare; keeps numpy's size arithmetic far from overflow."""
 
-_U32 = struct.Struct("<I")
 _WHITESPACE = frozenset(b" \t\r\n")
 _ELEMENT: dict[str, type] = {
     name: bool if name == "BOOL" else str if name == "BYTES" else float if name[:2] == "FP" else int
@@ -259,7 +258,13 @@ def _data_decoder(element: type, depth: int) -> msgspec.json.Decoder[Any]:
 def _from_binary(spec: _Input, total: int, body: bytes, offset: int, size: int) -> np.ndarray:
     """Tensor data from the binary section: a zero-copy view for numbers, framed for BYTES."""
     if spec.datatype == "BYTES":
-        return _object_array(_unframe(spec, total, body, offset, size)).reshape(spec.shape)
+        try:
+            items = kserve.unframe(body, offset, size, total)
+        except ValueError as exc:
+            raise BadRequest(
+                f"input '{spec.name}' has shape {spec.shape} ({total} elements) but its {exc}"
+            ) from None
+        return _object_array(items).reshape(spec.shape)
     dtype = DTYPES[spec.datatype].newbyteorder("<")
     expected = total * dtype.itemsize
     if size != expected:
@@ -271,38 +276,6 @@ def _from_binary(spec: _Input, total: int, body: bytes, offset: int, size: int) 
     if spec.datatype == "BOOL" and total and array.view(np.uint8).max() > 1:
         raise BadRequest(f"input '{spec.name}' (BOOL) has a byte other than 0 or 1")
     return array.reshape(spec.shape)
-
-
-def _unframe(spec: _Input, total: int, body: bytes, offset: int, size: int) -> list[bytes]:
-    """Split BYTES binary data: each element is a 4-byte little-endian length, then the bytes."""
-    end = offset + size
-    items: list[bytes] = []
-    position = offset
-    while position < end:
-        if len(items) == total:
-            raise BadRequest(
-                f"input '{spec.name}' binary data holds more than the {total} elements "
-                f"of shape {spec.shape}"
-            )
-        if position + 4 > end:
-            raise BadRequest(
-                f"input '{spec.name}' binary data ends inside the length of element {len(items)}"
-            )
-        (length,) = _U32.unpack_from(body, position)
-        position += 4
-        if position + length > end:
-            raise BadRequest(
-                f"input '{spec.name}' element {len(items)} declares {length} bytes but only "
-                f"{end - position} remain in its binary_data_size of {size}"
-            )
-        items.append(body[position : position + length])
-        position += length
-    if len(items) != total:
-        raise BadRequest(
-            f"input '{spec.name}' has shape {spec.shape} ({total} elements) "
-            f"but its binary data holds {len(items)}"
-        )
-    return items
 
 
 def _utf8(texts: list[str], what: str) -> list[bytes]:
@@ -372,7 +345,7 @@ def encode_kserve(
             "shape": list(array.shape),
         }
         if binary.get(name, default):
-            blob = _binary_of(array)
+            blob = kserve.tensor_blob(array)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
@@ -409,20 +382,6 @@ def _json_of(name: str, array: np.ndarray) -> Any:
                 f"output '{name}' item {index} is not UTF-8 text; request it with binary_data"
             ) from None
     return texts
-
-
-def _binary_of(array: np.ndarray) -> bytes | memoryview:
-    """Raw little-endian bytes of an output (a view when possible), 4-byte framed for BYTES."""
-    if array.dtype == object:
-        parts: list[bytes] = []
-        for item in array.ravel().tolist():
-            data = item.encode("utf-8") if isinstance(item, str) else bytes(item)
-            parts.append(_U32.pack(len(data)))
-            parts.append(data)
-        return b"".join(parts)
-    contiguous = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    flat: Any = contiguous.reshape(-1).view(np.uint8)  # numpy arrays are buffers
-    return memoryview(flat)
 
 
 def _to_list(value: Any) -> Any:

@@ -1,22 +1,113 @@
-"""What every kind of instance (worker process, Ray actor, remote server) shares: a batch queue
-in front of something that computes batches, seen by the scheduler through one ``InstanceView``."""
+"""The one contract every kind of instance (worker process, Ray actor, remote server) keeps.
+
+An instance is a batch queue (``Batcher``) in front of something that computes batches. The pool,
+the gateway, the scheduler, the autoscaler and the admin routes see only ``Instance``; each kind is
+built from one ``InstanceOptions`` plus what only it needs (a zmq context, a Ray CPU count, an
+HTTP client), and takes the pool's failure callback at construction.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from dlproxy.batching.batcher import Batcher, Outputs
-from dlproxy.types import InferenceRequest, InstanceView
+from dlproxy import protocol
+from dlproxy.batching.batcher import Batcher, Outputs, Pending
+from dlproxy.batching.policy import BatchingPolicy
+from dlproxy.types import InferenceRequest, InstanceView, ModelSpec
+
+FailureHandler = Callable[[Any, list[Pending]], None]
+"""Called by an instance that died or hung, with the queued requests it held (the pool moves
+them to another instance and replaces the dead one)."""
+
+
+def ignore_failure(instance: Any, orphans: list[Pending]) -> None:
+    """The failure handler of an instance nobody replaces (its orphans were failed already)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceOptions:
+    """How one instance queues and batches, and when it counts as failed: the same for every kind.
+
+    ``batching`` makes the instance's own batch-limit policy (an adaptive one is stateful)."""
+
+    max_queue_items: int
+    batching: Callable[[], BatchingPolicy]
+    depth: int = 2
+    weight: float = 1.0
+    name: str | None = None
+    max_queue_wait: float | None = None
+    start_timeout: float = 300.0
+    hang_timeout: float = 30.0
+    heartbeat_timeout: float = 5.0
+
+
+class Instance(Protocol):
+    """What the rest of the server may rely on, whatever computes the batches."""
+
+    id: str
+    reference: str
+    weight: float
+    threads: int
+    hung: int
+    pid: int | None
+    spec: ModelSpec | None
+    batcher: Batcher
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def load(self) -> protocol.Load: ...
+
+    @property
+    def latency_ewma(self) -> float: ...
+
+    def view(self) -> InstanceView: ...
+
+    def submit(
+        self, request: InferenceRequest, parameters: dict[str, Any]
+    ) -> asyncio.Future[Outputs]: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self, drain: bool = True, drain_seconds: float = 30.0) -> None: ...
 
 
 class BatchedInstance:
-    """The shared part; a subclass sets ``id``, ``weight``, ``state`` and ``batcher``."""
+    """The shared mechanism: the batch queue built from the options, the scheduler's view, and
+    the first half of every ``stop`` (close the queue, let what is held finish).
 
-    id: str
-    weight: float
+    A subclass sets ``state`` and implements ``_send`` (the channel), ``start`` and ``stop``."""
+
     state: str
-    batcher: Batcher
+    spec: ModelSpec | None
+
+    def __init__(
+        self, options: InstanceOptions, default_id: str, on_failure: FailureHandler
+    ) -> None:
+        self.id = options.name or default_id
+        self.weight = options.weight
+        self.options = options
+        self.hung = 0
+        self.pid: int | None = None
+        self.spec = None
+        self.on_failure = on_failure
+        self.batcher = Batcher(
+            self._send,
+            options.max_queue_items,
+            options.batching(),
+            options.depth,
+            options.max_queue_wait,
+        )
+
+    def _send(
+        self, inputs: dict[str, Any], parameters: dict[str, Any]
+    ) -> asyncio.Future[protocol.Result | protocol.Failure]:
+        raise NotImplementedError
 
     @property
     def latency_ewma(self) -> float:
@@ -37,3 +128,12 @@ class BatchedInstance:
         self, request: InferenceRequest, parameters: dict[str, Any]
     ) -> asyncio.Future[Outputs]:
         return self.batcher.submit(request, parameters)
+
+    async def _drain(self, drain: bool, drain_seconds: float) -> None:
+        """Take no more requests; with ``drain``, wait (up to ``drain_seconds``) for the queued
+        and in-flight ones to be answered."""
+        self.batcher.open = False
+        if drain:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(drain_seconds):
+                    await self.batcher.wait_idle()

@@ -14,17 +14,13 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from typing import Any
 
 import zmq.asyncio
 
 from dlproxy import protocol
-from dlproxy.batching.batcher import Batcher
-from dlproxy.batching.policy import BatchingPolicy
-from dlproxy.instances.base import BatchedInstance
+from dlproxy.instances.base import BatchedInstance, FailureHandler, InstanceOptions, ignore_failure
 from dlproxy.instances.channel import WorkerChannel
-from dlproxy.types import ModelSpec
 
 log = logging.getLogger("dlproxy.instances")
 _numbers = itertools.count(1)
@@ -37,31 +33,16 @@ class LocalInstance(BatchedInstance):
         self,
         context: zmq.asyncio.Context,
         reference: str,
+        options: InstanceOptions,
+        on_failure: FailureHandler = ignore_failure,
         *,
         threads: int,
-        max_queue_items: int,
-        batching: BatchingPolicy,
-        depth: int = 2,
-        weight: float = 1.0,
-        name: str | None = None,
-        start_timeout: float = 300.0,
-        hang_timeout: float = 30.0,
-        heartbeat_timeout: float = 5.0,
-        max_queue_wait: float | None = None,
-        on_failure: Callable[[LocalInstance, list[Any]], None] | None = None,
     ) -> None:
         number = next(_numbers)
-        self.id = name or f"w{number}"
+        super().__init__(options, f"w{number}", on_failure)
         self.reference = reference
         self.threads = threads
-        self.weight = weight
         self.state = "starting"
-        self.hung = 0
-        self.pid: int | None = None
-        self.spec: ModelSpec | None = None
-        self.start_timeout = start_timeout
-        self.hang_timeout = hang_timeout
-        self.heartbeat_timeout = heartbeat_timeout
         self._watchdog: asyncio.Task[None] | None = None
         self._context = context
         self._endpoint = f"ipc://{tempfile.gettempdir()}/dlproxy-{os.getpid()}-{number}.sock"
@@ -71,8 +52,6 @@ class LocalInstance(BatchedInstance):
         self._channel: WorkerChannel | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
-        self.on_failure = on_failure or (lambda instance, orphans: None)
-        self.batcher = Batcher(self._send, max_queue_items, batching, depth, max_queue_wait)
 
     def _send(self, inputs: Any, parameters: Any) -> Any:
         assert self._channel is not None
@@ -105,7 +84,7 @@ class LocalInstance(BatchedInstance):
         waiting: set[asyncio.Future[Any]] = {self._channel.ready, exited}
         done, _ = await asyncio.wait(
             waiting,
-            timeout=self.start_timeout,
+            timeout=self.options.start_timeout,
             return_when=asyncio.FIRST_COMPLETED,
         )
         exited.cancel()
@@ -154,12 +133,12 @@ class LocalInstance(BatchedInstance):
         fails over what it held, as for a crash."""
         assert self._channel is not None
         while self._process is not None and self._process.returncode is None:
-            await asyncio.sleep(min(1.0, self.heartbeat_timeout / 2))
+            await asyncio.sleep(min(1.0, self.options.heartbeat_timeout / 2))
             silent = time.monotonic() - self._channel.last_heard
             busy = self._channel.oldest_pending_age()
-            allowed = self.batcher.hold_limit(self.hang_timeout)
+            allowed = self.batcher.hold_limit(self.options.hang_timeout)
             # Computing, a worker sends nothing: then only the age of its oldest batch counts.
-            if busy > allowed or (busy == 0.0 and silent > self.heartbeat_timeout):
+            if busy > allowed or (busy == 0.0 and silent > self.options.heartbeat_timeout):
                 reason = (
                     f"held a batch for {busy:.1f} s"
                     if busy > allowed
@@ -173,11 +152,7 @@ class LocalInstance(BatchedInstance):
     async def stop(self, drain: bool = True, drain_seconds: float = 30.0) -> None:
         """Stop taking requests, finish what is held (when ``drain``), then end the process."""
         self.state = "draining"
-        self.batcher.open = False
-        if drain:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(drain_seconds):
-                    await self.batcher.wait_idle()
+        await self._drain(drain, drain_seconds)
         self._stopping = True
         if self._channel is not None:
             self._channel.send_stop()

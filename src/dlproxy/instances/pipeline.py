@@ -13,10 +13,10 @@ or when the stages run on different devices. On one small CPU it does not (docs/
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import zmq.asyncio
 
+from dlproxy.instances.base import FailureHandler, InstanceOptions, ignore_failure
 from dlproxy.instances.local import LocalInstance
 from dlproxy.models.stages import check_stages
 
@@ -25,10 +25,17 @@ class PipelineInstance(LocalInstance):
     """K stage processes serving one model as one instance."""
 
     def __init__(
-        self, context: zmq.asyncio.Context, reference: str, *, stages: int, **options: Any
+        self,
+        context: zmq.asyncio.Context,
+        reference: str,
+        options: InstanceOptions,
+        on_failure: FailureHandler = ignore_failure,
+        *,
+        threads: int,
+        stages: int,
     ) -> None:
         check_stages(reference, stages)
-        super().__init__(context, reference, **options)
+        super().__init__(context, reference, options, on_failure, threads=threads)
         self.stages = stages
 
     def _links(self) -> list[str]:

@@ -11,25 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dlproxy.batching.batcher import Outputs, Pending
 from dlproxy.errors import InstanceFailed, Overloaded
-from dlproxy.instances.local import LocalInstance
+from dlproxy.instances.base import FailureHandler, Instance
 from dlproxy.scheduling.base import NoHealthyInstance, SchedulingPolicy
 from dlproxy.types import InferenceRequest, ModelSpec
 
-if TYPE_CHECKING:
-    from dlproxy.instances.ray import RayInstance
-    from dlproxy.instances.upstream import UpstreamInstance
-
-    Made = LocalInstance | RayInstance  # what the factory makes: worker processes or Ray actors
-    Instance = LocalInstance | RayInstance | UpstreamInstance
-
 log = logging.getLogger("dlproxy.pool")
-
-FailureHandler = Callable[[Any, list[Pending]], None]
-"""Called by an instance that died or hung with the requests it held (the pool fails them over)."""
 
 
 class InstancePool:
@@ -37,9 +27,9 @@ class InstancePool:
         self,
         name: str,
         policy: SchedulingPolicy,
-        factory: Callable[[FailureHandler], Made],
+        factory: Callable[[FailureHandler], Instance],
         restart_delay: float = 0.5,
-        remotes: Sequence[Callable[[InstancePool], UpstreamInstance]] = (),
+        remotes: Sequence[Callable[[InstancePool], Instance]] = (),
     ) -> None:
         self.name = name
         self.policy = policy
@@ -80,7 +70,7 @@ class InstancePool:
     def ready(self) -> bool:
         return any(i.state == "ready" for i in self.instances)
 
-    async def add(self) -> Made:
+    async def add(self) -> Instance:
         """Start one more instance; it gets traffic only once its model is loaded."""
         instance = self._factory(self._on_failure)
         self.instances.append(instance)
@@ -91,7 +81,7 @@ class InstancePool:
             raise
         return instance
 
-    async def attach(self, instance: UpstreamInstance) -> UpstreamInstance:
+    async def attach(self, instance: Instance) -> Instance:
         """Add an instance built elsewhere (a remote server); it gets traffic once it is ready."""
         self.instances.append(instance)
         self._attached.add(instance.id)
@@ -128,7 +118,7 @@ class InstancePool:
             task.cancel()
         await asyncio.gather(*(i.stop(drain=True) for i in self.instances), return_exceptions=True)
 
-    def _on_failure(self, instance: Made, orphans: list[Pending]) -> None:
+    def _on_failure(self, instance: Instance, orphans: list[Pending]) -> None:
         for pending in orphans:
             self._resubmit(pending, exclude=frozenset({instance.id}))
         if not self._closing:
@@ -145,7 +135,7 @@ class InstancePool:
             return
         moved.add_done_callback(lambda done: _chain(done, pending.future))
 
-    async def _restart(self, instance: Made) -> None:
+    async def _restart(self, instance: Instance) -> None:
         await asyncio.sleep(self._restart_delay)
         await instance.stop(drain=False)
         if instance in self.instances and not self._closing:

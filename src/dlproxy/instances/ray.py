@@ -20,18 +20,14 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 import ray
 from ray.exceptions import RayActorError, RayError
 
 from dlproxy import protocol
-from dlproxy.batching.batcher import Batcher
-from dlproxy.batching.policy import BatchingPolicy
 from dlproxy.errors import InstanceFailed
-from dlproxy.instances.base import BatchedInstance
-from dlproxy.types import ModelSpec
+from dlproxy.instances.base import BatchedInstance, FailureHandler, InstanceOptions, ignore_failure
 
 log = logging.getLogger("dlproxy.instances")
 _numbers = itertools.count(1)
@@ -117,43 +113,26 @@ class RayInstance(BatchedInstance):
     def __init__(
         self,
         reference: str,
+        options: InstanceOptions,
+        on_failure: FailureHandler = ignore_failure,
         *,
         threads: int,
-        max_queue_items: int,
-        batching: BatchingPolicy,
         num_cpus: float = 1.0,
-        depth: int = 2,
-        weight: float = 1.0,
-        name: str | None = None,
-        start_timeout: float = 300.0,
-        hang_timeout: float = 30.0,
-        heartbeat_timeout: float = 5.0,
-        max_queue_wait: float | None = None,
-        on_failure: Callable[[Any, list[Any]], None] | None = None,
     ) -> None:
-        self.id = name or f"r{next(_numbers)}"
+        super().__init__(options, f"r{next(_numbers)}", on_failure)
         self.reference = reference
         self.threads = threads
         self.num_cpus = num_cpus
-        self.weight = weight
         self.state = "starting"
-        self.hung = 0
-        self.pid: int | None = None
         self.node: str | None = None
         self.node_id: str | None = None
-        self.spec: ModelSpec | None = None
         self.load = protocol.Load()
-        self.start_timeout = start_timeout
-        self.hang_timeout = hang_timeout
-        self.heartbeat_timeout = heartbeat_timeout
-        self.on_failure = on_failure or (lambda instance, orphans: None)
         self._actor: Any = None
         self._ids = itertools.count(1)
         self._pending: dict[asyncio.Future[Any], float] = {}  # future -> when it was sent
         self._watchdog: asyncio.Task[None] | None = None
         self._stopping = False
         self._loop = asyncio.get_running_loop()
-        self.batcher = Batcher(self._send, max_queue_items, batching, depth, max_queue_wait)
 
     async def start(self) -> None:
         """Create the actor (Ray places it, spreading instances over nodes) and wait until its
@@ -162,7 +141,7 @@ class RayInstance(BatchedInstance):
         a live node."""
         self.state = "starting"
         try:
-            async with asyncio.timeout(self.start_timeout):
+            async with asyncio.timeout(self.options.start_timeout):
                 for attempt in range(1, START_ATTEMPTS + 1):
                     self._actor = self._create()
                     try:
@@ -183,7 +162,7 @@ class RayInstance(BatchedInstance):
             await self._kill()
             self.state = "failed"
             if isinstance(exc, TimeoutError):
-                reason = f"not ready in {self.start_timeout:.0f} s: is there a node with "
+                reason = f"not ready in {self.options.start_timeout:.0f} s: is there a node with "
                 reason += f"{self.num_cpus} free CPU(s) (--ray-num-cpus)?"
             else:
                 reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
@@ -220,11 +199,7 @@ class RayInstance(BatchedInstance):
         """Stop taking requests, finish what is held (when ``drain``), then kill the actor."""
         if self.state != "failed":
             self.state = "draining"
-        self.batcher.open = False
-        if drain:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(drain_seconds):
-                    await self.batcher.wait_idle()
+        await self._drain(drain, drain_seconds)
         self._stopping = True
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -293,21 +268,23 @@ class RayInstance(BatchedInstance):
         """Replace an actor that holds one batch longer than ``hang_timeout``, or that does not
         answer a ping while idle (a dead actor or node fails its calls, but an idle one has none)."""
         while self.state == "ready":
-            await asyncio.sleep(min(1.0, self.hang_timeout / 4, self.heartbeat_timeout / 2))
+            await asyncio.sleep(
+                min(1.0, self.options.hang_timeout / 4, self.options.heartbeat_timeout / 2)
+            )
             oldest = min(self._pending.values(), default=None)
             if oldest is not None:
                 held = time.monotonic() - oldest
-                if held > self.batcher.hold_limit(self.hang_timeout):
+                if held > self.batcher.hold_limit(self.options.hang_timeout):
                     self.hung += 1
                     self._failed(f"held a batch for {held:.1f} s")
                 continue
             try:
-                async with asyncio.timeout(self.heartbeat_timeout):
+                async with asyncio.timeout(self.options.heartbeat_timeout):
                     await _awaitable(self._actor.ping.remote())
             except RayActorError as exc:
                 self._failed(f"its actor died ({type(exc).__name__})")
             except TimeoutError:
-                self._failed(f"did not answer a ping in {self.heartbeat_timeout:.1f} s")
+                self._failed(f"did not answer a ping in {self.options.heartbeat_timeout:.1f} s")
             except RayError as exc:
                 self._failed(f"a ping failed: {type(exc).__name__}")
 

@@ -1,0 +1,141 @@
+"""An in-process instance that keeps the ``Instance`` contract, for tests of the data plane.
+
+``FakeInstance`` is a real ``BatchedInstance`` (the real Batcher, queue and admission) whose
+channel is a coroutine on the test's event loop instead of a worker process: it computes
+``embedding = x * 2`` (FP32 [n, d]) after ``delay`` seconds, or fails the batch as a dead instance
+would. Tests steer it through its attributes and read what it computed in ``batches``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import numpy as np
+
+from dlproxy import protocol
+from dlproxy.batching.policy import FixedBatching
+from dlproxy.errors import InstanceFailed
+from dlproxy.gateway import Gateway, Limits
+from dlproxy.instances.base import BatchedInstance, FailureHandler, InstanceOptions, ignore_failure
+from dlproxy.instances.pool import InstancePool
+from dlproxy.scheduling.base import create_policy
+from dlproxy.types import InferenceRequest, ModelSpec, TensorSpec
+
+MODEL = "fake"
+WIDTH = 4
+SPEC = ModelSpec(
+    name=MODEL,
+    version="1",
+    platform="test",
+    inputs=(TensorSpec("x", "FP32", (-1, WIDTH)),),
+    outputs=(TensorSpec("embedding", "FP32", (-1, WIDTH)),),
+    max_batch_size=64,
+)
+_numbers = itertools.count(1)
+
+
+class FakeInstance(BatchedInstance):
+    """Computes in process; ``delay`` (s) per batch, ``failing`` makes every batch fail."""
+
+    def __init__(
+        self,
+        options: InstanceOptions,
+        on_failure: FailureHandler = ignore_failure,
+        *,
+        delay: float = 0.0,
+    ) -> None:
+        super().__init__(options, f"f{next(_numbers)}", on_failure)
+        self.reference = "fake"
+        self.threads = 1
+        self.state = "starting"
+        self.delay = delay
+        self.failing = False
+        self.batches: list[int] = []  # the size of every batch computed, in order
+        self.load = protocol.Load()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.spec = SPEC
+        self.batcher.adopt(SPEC)
+        self.state = "ready"
+
+    async def stop(self, drain: bool = True, drain_seconds: float = 30.0) -> None:
+        self.state = "draining"
+        await self._drain(drain, drain_seconds)
+        for task in self._tasks:
+            task.cancel()
+        self.state = "stopped"
+
+    def _send(
+        self, inputs: dict[str, Any], parameters: dict[str, Any]
+    ) -> asyncio.Future[protocol.Result | protocol.Failure]:
+        future: asyncio.Future[protocol.Result | protocol.Failure] = (
+            asyncio.get_running_loop().create_future()
+        )
+        task = asyncio.create_task(self._compute(inputs, future))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return future
+
+    async def _compute(
+        self, inputs: dict[str, Any], future: asyncio.Future[protocol.Result | protocol.Failure]
+    ) -> None:
+        await asyncio.sleep(self.delay)
+        if future.done():
+            return
+        if self.failing:
+            future.set_exception(InstanceFailed(f"instance {self.id} died"))
+            return
+        x = inputs["x"]
+        self.batches.append(len(x))
+        outputs = {"embedding": protocol.to_wire(np.asarray(x, np.float32) * 2)}
+        future.set_result(protocol.Result(0, outputs, self.load))
+
+
+def options(max_queue_items: int = 100, max_batch: int = 8, **extra: Any) -> InstanceOptions:
+    return InstanceOptions(
+        max_queue_items=max_queue_items,
+        batching=lambda: FixedBatching(max_batch, 0.001),
+        **extra,
+    )
+
+
+async def fake_pool(
+    count: int = 2,
+    policy: str = "round_robin",
+    delay: float = 0.0,
+    **option: Any,
+) -> tuple[InstancePool, list[FakeInstance]]:
+    """A started pool of ``count`` fake instances (``option``: ``options``' keywords)."""
+    made: list[FakeInstance] = []
+
+    def factory(on_failure: FailureHandler) -> FakeInstance:
+        made.append(FakeInstance(options(**option), on_failure, delay=delay))
+        return made[-1]
+
+    pool = InstancePool(MODEL, create_policy(policy), factory)
+    for _ in range(count):
+        await pool.add()
+    return pool, made
+
+
+async def fake_gateway(
+    count: int = 2,
+    policy: str = "round_robin",
+    delay: float = 0.0,
+    instance: dict[str, Any] | None = None,
+    **gateway: Any,
+) -> tuple[Gateway, list[FakeInstance]]:
+    """A started Gateway over one pool of fakes (``instance``: ``options``' keywords)."""
+    pool, made = await fake_pool(count, policy, delay, **(instance or {}))
+    instance = Gateway([pool], Limits(), **gateway)
+    instance.started = True
+    return instance, made
+
+
+def request(*rows: float, deadline: float | None = None) -> InferenceRequest:
+    """One item per value: row ``i`` is ``[v, v, v, v]``."""
+    x = np.repeat(np.array(rows, np.float32).reshape(-1, 1), WIDTH, axis=1)
+    return InferenceRequest(MODEL, {"x": x}, deadline=deadline)

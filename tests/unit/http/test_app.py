@@ -1,0 +1,120 @@
+"""The ASGI app over a Gateway of fake instances, through httpx's ASGI transport: the HTTP layer's
+promises (status codes, headers, protocols, one answer per request) without a process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+
+from dlproxy.caching.base import MemoryCache
+from dlproxy.caching.tiered import TieredCache
+from dlproxy.http.routes import InferenceApp
+from fakes import FakeInstance, fake_gateway
+
+INFER = "/v2/models/fake/infer"
+
+
+def body(*rows: float) -> dict[str, Any]:
+    data = [[v] * 4 for v in rows]
+    return {"inputs": [{"name": "x", "datatype": "FP32", "shape": [len(rows), 4], "data": data}]}
+
+
+class Served:
+    def __init__(self, client: httpx.AsyncClient, instances: list[FakeInstance]) -> None:
+        self.client = client
+        self.instances = instances
+
+
+@pytest.fixture
+async def served(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    settings: dict[str, Any] = getattr(request, "param", {})
+    gateway, instances = await fake_gateway(
+        count=2, cache=TieredCache(MemoryCache("lru", 100)), **settings
+    )
+    app = InferenceApp(gateway, 1 << 16)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield Served(client, instances)
+    await gateway.close()
+
+
+async def test_kserve_infer_answers_with_the_outputs_and_the_headers(served: Served) -> None:
+    response = await served.client.post(INFER, json=body(1, 2), headers={"X-Request-Id": "r1"})
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["model_name"] == "fake" and answer["id"] == "r1"
+    (output,) = answer["outputs"]
+    assert output["name"] == "embedding" and output["shape"] == [2, 4]
+    assert output["data"] == [2.0] * 4 + [4.0] * 4
+    assert response.headers["x-request-id"] == "r1"
+    assert response.headers["x-dlproxy-instance"] in {i.id for i in served.instances}
+    assert response.headers["x-dlproxy-cache"] == "miss"
+    again = await served.client.post(INFER, json=body(2, 1))
+    assert again.headers["x-dlproxy-cache"] == "l1"
+
+
+async def test_openai_embeddings_come_from_the_same_gateway(served: Served) -> None:
+    # The fake takes FP32 x, not text: the gateway refuses the texts with a 400 naming the input.
+    response = await served.client.post("/v1/embeddings", json={"model": "fake", "input": "hi"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "missing input(s) ['x']" in error["message"]
+    assert error["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "status", "message"),
+    [
+        ("/v2/models/nope/infer", body(1), 404, "model 'nope' is not served here"),
+        (INFER, b"{not json", 400, "invalid inference request"),
+        (INFER, {"inputs": []}, 400, "the request has no inputs"),
+        (INFER, b"x" * (1 << 17), 413, "the limit is 65536"),
+    ],
+)
+async def test_bad_requests_get_a_clear_error_and_nothing_is_computed(
+    served: Served, path: str, payload: Any, status: int, message: str
+) -> None:
+    content = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    response = await served.client.post(path, content=content)
+    assert response.status_code == status
+    assert message in response.json()["error"]
+    assert all(i.batches == [] for i in served.instances)
+
+
+async def test_a_deadline_from_the_header_is_answered_504(served: Served) -> None:
+    for instance in served.instances:
+        instance.delay = 1.0
+    response = await served.client.post(INFER, json=body(1), headers={"X-Request-Timeout-Ms": "30"})
+    assert response.status_code == 504
+    assert "deadline" in response.json()["error"]
+
+
+@pytest.mark.parametrize("served", [{"instance": {"max_queue_items": 1}}], indirect=True)
+async def test_a_full_queue_is_refused_with_503_and_retry_after(served: Served) -> None:
+    for instance in served.instances:
+        instance.delay = 0.2
+    answers = await asyncio.gather(
+        *(served.client.post(INFER, json=body(float(i))) for i in range(12))
+    )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(200) >= 2 and 503 in statuses
+    assert set(statuses) <= {200, 503}  # every request got exactly one answer
+    refused = next(a for a in answers if a.status_code == 503)
+    assert float(refused.headers["retry-after"]) > 0
+
+
+async def test_binary_outputs_carry_the_header_length(served: Served) -> None:
+    request = body(3)
+    request["parameters"] = {"binary_data_output": True}
+    response = await served.client.post(INFER, json=request)
+    length = int(response.headers["inference-header-content-length"])
+    header = orjson.loads(response.content[:length])
+    assert header["outputs"][0]["parameters"]["binary_data_size"] == 16
+    values = np.frombuffer(response.content[length:], "<f4")
+    assert values.tolist() == [6.0] * 4

@@ -1,0 +1,141 @@
+"""The data plane in process: Gateway over pools of fake instances (tests/fakes.py), no process.
+
+Cache, coalescing, retries and their budget, hedging and deadlines, each through ``Gateway.infer``
+with the real pool, scheduler, batcher and caches; only the worker is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from dlproxy.caching.base import MemoryCache
+from dlproxy.caching.tiered import TieredCache
+from dlproxy.clock import ManualClock
+from dlproxy.errors import BadRequest, DeadlineExceeded, InstanceFailed, ModelNotFound
+from dlproxy.instances.health import RetryBudget
+from fakes import fake_gateway, request
+
+
+def lru() -> TieredCache:
+    return TieredCache(MemoryCache("lru", 100))
+
+
+async def test_a_request_is_computed_by_an_instance_and_answered() -> None:
+    gateway, instances = await fake_gateway(count=1, coalesce=False)
+    response = await gateway.infer(request(1, 2))
+    assert response.outputs["embedding"].tolist() == [[2.0] * 4, [4.0] * 4]
+    assert response.instance == instances[0].id and response.model_version == "1"
+    assert instances[0].batches == [2]
+    await gateway.close()
+
+
+async def test_bad_input_and_unknown_models_are_refused_before_any_instance() -> None:
+    gateway, instances = await fake_gateway(count=1)
+    wrong = request(1)
+    wrong.inputs["x"] = np.ones((1, 3), np.float32)
+    with pytest.raises(BadRequest, match=r"input 'x' has shape \[1, 3\]; the model takes"):
+        await gateway.infer(wrong)
+    unknown = request(1)
+    unknown.model = "nope"
+    with pytest.raises(ModelNotFound, match="served: fake"):
+        await gateway.infer(unknown)
+    assert instances[0].batches == []
+    await gateway.close()
+
+
+async def test_a_repeated_item_is_a_cache_hit_and_only_new_items_are_computed() -> None:
+    gateway, instances = await fake_gateway(count=1, cache=lru())
+    first = await gateway.infer(request(1, 2))
+    assert first.cache == "miss"
+    again = await gateway.infer(request(2, 1))
+    assert again.cache == "l1"
+    assert again.outputs["embedding"][:, 0].tolist() == [4.0, 2.0]
+    mixed = await gateway.infer(request(1, 3))  # one hit, one computed: the worst level shows
+    assert mixed.cache == "miss" and mixed.outputs["embedding"][:, 0].tolist() == [2.0, 6.0]
+    assert instances[0].batches == [2, 1]  # the hit never reached the instance
+    await gateway.close()
+
+
+async def test_identical_items_in_flight_are_computed_once() -> None:
+    gateway, instances = await fake_gateway(count=1, delay=0.05)
+    responses = await asyncio.gather(*(gateway.infer(request(7)) for _ in range(5)))
+    assert [r.cache for r in responses].count("miss") == 1
+    assert [r.cache for r in responses].count("coalesced") == 4
+    assert all(r.outputs["embedding"][0, 0] == 14.0 for r in responses)
+    assert instances[0].batches == [1]
+    await gateway.close()
+
+
+async def test_a_failed_instance_is_retried_on_another_one() -> None:
+    gateway, instances = await fake_gateway(count=2, coalesce=False)
+    instances[0].failing = True
+    for i in range(4):  # round robin sends every other request to the failing one first
+        response = await gateway.infer(request(i))
+        assert response.instance == instances[1].id
+    assert gateway.retries["fake", "instance_failed"] == 2
+    await gateway.close()
+
+
+async def test_retries_stop_when_the_budget_is_spent() -> None:
+    clock = ManualClock()
+    budget = RetryBudget(clock, ratio=0.0, min_per_second=0.1, window=10.0)  # one retry in 10 s
+    gateway, instances = await fake_gateway(count=2, coalesce=False, retry_budget=budget)
+    for instance in instances:
+        instance.failing = True
+    with pytest.raises(InstanceFailed):
+        await gateway.infer(request(1))
+    assert gateway.retries["fake", "instance_failed"] == 1  # one retry, then the error
+    with pytest.raises(InstanceFailed):
+        await gateway.infer(request(2))
+    assert gateway.retries["fake", "instance_failed"] == 1  # no budget left: not retried
+    assert budget.statistics().denied == 2
+    await gateway.close()
+
+
+async def test_a_slow_instance_is_hedged_and_the_first_answer_wins() -> None:
+    gateway, instances = await fake_gateway(
+        count=2, coalesce=False, hedge_after=0.02, instance={"depth": 1, "max_batch": 1}
+    )
+    slow, fast = instances
+    slow.delay = 0.3
+    busy = slow.submit(request(100), {})  # holds the slow one's only slot
+    response = await asyncio.wait_for(gateway.infer(request(3)), 0.2)  # queued behind it
+    assert response.instance == fast.id
+    assert response.outputs["embedding"][0, 0] == 6.0
+    assert gateway.retries["fake", "hedge"] == 1
+    await busy
+    await asyncio.sleep(0.01)
+    assert slow.batches == [1] and slow.batcher.queued == 0  # the loser was never sent
+    await gateway.close()
+
+
+async def test_a_hedge_that_fails_leaves_the_first_attempt_to_answer() -> None:
+    gateway, instances = await fake_gateway(count=2, coalesce=False, hedge_after=0.01)
+    slow, broken = instances
+    slow.delay = 0.1
+    broken.failing = True
+    response = await gateway.infer(request(5))
+    assert response.instance == slow.id and gateway.retries["fake", "hedge"] == 1
+    await gateway.close()
+
+
+async def test_a_request_past_its_deadline_is_answered_with_504_at_the_deadline() -> None:
+    gateway, _ = await fake_gateway(count=1, cache=lru(), delay=1.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(DeadlineExceeded):
+        await gateway.infer(request(1, deadline=started + 0.05))
+    assert loop.time() - started < 0.5
+    await gateway.close()
+
+
+async def test_close_drains_what_is_in_flight() -> None:
+    gateway, instances = await fake_gateway(count=1, delay=0.05)
+    pending = asyncio.ensure_future(gateway.infer(request(9)))
+    await asyncio.sleep(0.01)
+    await gateway.close()
+    assert (await pending).outputs["embedding"][0, 0] == 18.0
+    assert instances[0].state == "stopped"
