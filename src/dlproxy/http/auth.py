@@ -28,7 +28,6 @@ import hashlib
 import hmac
 import ipaddress
 from collections.abc import Iterable, Mapping
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,34 +36,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dlproxy.errors import DlproxyError, Forbidden, Unauthorized
 from dlproxy.http import codecs
-from dlproxy.http.errors import OPENAI_TYPES, describe
+from dlproxy.http.errors import describe
+from dlproxy.http.table import Access, access_for
 
 if TYPE_CHECKING:
     from dlproxy.settings import Settings
-
-
-OPEN_PATHS = frozenset(
-    {"/v2/health/live", "/v2/health/ready", "/metrics", "/stats", "/dashboard", "/openapi.json"}
-)
-
-
-class Access(Enum):
-    """What a route needs."""
-
-    OPEN = "open"
-    KEY = "key"
-    ADMIN = "admin"
-
-
-def access_for(path: str) -> Access:
-    """The access class of an (ASGI, percent-decoded) path: the same path Starlette routes on."""
-    if path.startswith("/admin/") or path == "/admin":
-        return Access.ADMIN
-    if path in OPEN_PATHS or path.startswith("/dashboard/"):
-        return Access.OPEN
-    if path.startswith("/v2/models/") and path.endswith("/ready"):
-        return Access.OPEN
-    return Access.KEY
 
 
 def credential(headers: Mapping[bytes, bytes]) -> bytes | None:
@@ -223,10 +199,7 @@ class AuthGate:
 async def _deny(exc: DlproxyError, path: str, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer a refused request in its protocol's error shape (OpenAI under /v1, else KServe)."""
     status, message, extra = describe(exc)
-    if path.startswith("/v1/"):
-        body = codecs.encode_openai_error(message, OPENAI_TYPES.get(status, "error"), status)
-    else:
-        body = codecs.encode_kserve_error(message)
+    body = codecs.codec_for(path).error(status, message)
     headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in extra}
     response = Response(body, status, headers, media_type="application/json")
     await response(scope, receive, send)

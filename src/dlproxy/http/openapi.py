@@ -1,22 +1,26 @@
-"""The OpenAPI 3.0 document of every route, served at ``GET /openapi.json``.
+"""The OpenAPI 3.1 document of every route, served at ``GET /openapi.json``.
 
-Written by hand (the inference routes are plain ASGI, so nothing could derive it) and built once
-per server: it names the models this server serves, so a client or a fuzzer such as schemathesis
-generates requests that reach a model, and it declares credentials only where this server asks
-for them (see http/auth.py). Bodies follow the Open Inference Protocol (KServe v2) REST spec and
-the OpenAI embeddings API; errors are ``{"error": "..."}`` on KServe routes and
-``{"error": {"message", "type", "code"}}`` on OpenAI routes.
+Derived, and built once per server: the paths, methods and credentials from the route table
+(``table.ENDPOINTS``), the body schemas from the msgspec types the handlers encode
+(``schemas.py``). Written by hand only what no type can say: an infer input's element type per
+datatype, the names of the models this server serves (so a client or a fuzzer such as
+schemathesis generates requests that reach a model), and each operation's summary and answers.
+Bodies follow the Open Inference Protocol (KServe v2) REST spec and the OpenAI embeddings API;
+errors are ``{"error": "..."}`` on KServe routes and ``{"error": {"message", "type", "code"}}``
+on OpenAI routes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from dlproxy import __version__
-from dlproxy.http.auth import Access, access_for
+from dlproxy.http import schemas
+from dlproxy.http.table import ENDPOINTS, Access, Endpoint
 from dlproxy.types import DTYPES
 
 Schema = dict[str, Any]
@@ -106,23 +110,18 @@ def _infer_input(datatype: str) -> Schema:
 
 
 def _schemas(models: Sequence[str]) -> dict[str, Schema]:
-    model_name: Schema = {"type": "string", "enum": list(models)} if models else _STRING
+    """The component schemas: generated from ``schemas.DOCUMENTED``, plus the infer request,
+    whose element types per datatype no type can say."""
+    _, components = msgspec.json.schema_components(
+        schemas.DOCUMENTED, ref_template="#/components/schemas/{name}"
+    )
+    if models:  # requests that name a served model reach it
+        components["EmbeddingsRequest"]["properties"]["model"] = {
+            "type": "string",
+            "enum": list(models),
+        }
     return {
-        "Error": _object({"error": _STRING}, ["error"]),
-        "OpenAIError": _object(
-            {
-                "error": _object(
-                    {
-                        "message": _STRING,
-                        "type": _STRING,
-                        "code": {"nullable": True, "anyOf": [_STRING, _INTEGER]},
-                    },
-                    ["message", "type", "code"],
-                )
-            },
-            ["error"],
-        ),
-        "Datatype": {"type": "string", "enum": list(DTYPES)},
+        **components,
         "Shape": {
             "type": "array",
             "items": _COUNT,
@@ -147,158 +146,13 @@ def _schemas(models: Sequence[str]) -> dict[str, Schema]:
                 "parameters": _object({"binary_data_output": _BOOLEAN}),
                 "inputs": {"type": "array", "items": _ref("InferInput"), "minItems": 1},
                 "outputs": {
-                    "type": "array",
-                    "items": _ref("InferRequestedOutput"),
-                    "nullable": True,
+                    "anyOf": [
+                        {"type": "array", "items": _ref("InferRequestedOutput")},
+                        {"type": "null"},
+                    ]
                 },
             },
             ["inputs"],
-        ),
-        "InferOutput": _object(
-            {
-                "name": _STRING,
-                "shape": {"type": "array", "items": _COUNT},
-                "datatype": _ref("Datatype"),
-                "parameters": _object({"binary_data_size": _COUNT}),
-                "data": {"type": "array", "items": {}},
-            },
-            ["name", "shape", "datatype"],
-        ),
-        "InferResponse": _object(
-            {
-                "model_name": _STRING,
-                "model_version": _STRING,
-                "id": _STRING,
-                "outputs": {"type": "array", "items": _ref("InferOutput")},
-            },
-            ["model_name", "outputs"],
-        ),
-        "TensorMetadata": _object(
-            {
-                "name": _STRING,
-                "datatype": _ref("Datatype"),
-                "shape": {"type": "array", "items": _INTEGER},
-            },
-            ["name", "datatype", "shape"],
-        ),
-        "ModelMetadata": _object(
-            {
-                "name": _STRING,
-                "versions": {"type": "array", "items": _STRING},
-                "platform": _STRING,
-                "inputs": {"type": "array", "items": _ref("TensorMetadata")},
-                "outputs": {"type": "array", "items": _ref("TensorMetadata")},
-                "max_batch_size": _INTEGER,
-            },
-            ["name", "platform", "inputs", "outputs"],
-        ),
-        "ServerMetadata": _object(
-            {
-                "name": _STRING,
-                "version": _STRING,
-                "extensions": {"type": "array", "items": _STRING},
-            },
-            ["name", "version", "extensions"],
-        ),
-        "ModelReady": _object({"name": _STRING, "ready": _BOOLEAN}, ["name", "ready"]),
-        "EmbeddingsRequest": _object(
-            {
-                "model": model_name,
-                "input": {
-                    "oneOf": [
-                        {"type": "string", "minLength": 1},
-                        {
-                            "type": "array",
-                            "items": {"type": "string", "minLength": 1},
-                            "minItems": 1,
-                        },
-                    ]
-                },
-                "encoding_format": {"type": "string", "enum": ["float", "base64"]},
-                "dimensions": {"type": "integer", "minimum": 1, "nullable": True},
-                "user": {"type": "string", "nullable": True},
-            },
-            ["model", "input"],
-        ),
-        "EmbeddingsResponse": _object(
-            {
-                "object": {"type": "string", "enum": ["list"]},
-                "data": {
-                    "type": "array",
-                    "items": _object(
-                        {
-                            "object": {"type": "string", "enum": ["embedding"]},
-                            "index": _COUNT,
-                            "embedding": {
-                                "oneOf": [
-                                    {"type": "array", "items": _NUMBER},
-                                    {"type": "string", "format": "byte"},
-                                ]
-                            },
-                        },
-                        ["object", "index", "embedding"],
-                    ),
-                },
-                "model": _STRING,
-                "usage": _object(
-                    {"prompt_tokens": _COUNT, "total_tokens": _COUNT},
-                    ["prompt_tokens", "total_tokens"],
-                ),
-            },
-            ["object", "data", "model", "usage"],
-        ),
-        "ModelList": _object(
-            {
-                "object": {"type": "string", "enum": ["list"]},
-                "data": {
-                    "type": "array",
-                    "items": _object(
-                        {
-                            "id": _STRING,
-                            "object": {"type": "string", "enum": ["model"]},
-                            "created": _INTEGER,
-                            "owned_by": _STRING,
-                        },
-                        ["id", "object", "created", "owned_by"],
-                    ),
-                },
-            },
-            ["object", "data"],
-        ),
-        "Instance": _object(
-            {
-                "id": _STRING,
-                "model": _STRING,
-                "reference": _STRING,
-                "state": {
-                    "type": "string",
-                    "enum": ["starting", "ready", "draining", "stopped", "failed"],
-                },
-                "pid": {"type": "integer", "nullable": True},
-                "node": {"type": "string", "nullable": True},
-                "threads": _INTEGER,
-                "weight": _NUMBER,
-                "inflight": _COUNT,
-                "queue_depth": _COUNT,
-                "latency_ewma_ms": _NUMBER,
-                "batches": _COUNT,
-                "items": _COUNT,
-                "batch_limit": _COUNT,
-                "service_time_ms": _NUMBER,
-                "cpu_percent": {"type": "number", "nullable": True},
-                "rss_bytes": {"type": "integer", "nullable": True},
-            },
-            ["id", "model", "state"],
-        ),
-        "Stats": _object(
-            {
-                "models": {"type": "object", "additionalProperties": {"type": "object"}},
-                "cache": {"type": "object"},
-                "coalesced": _COUNT,
-                "rejected": {"type": "object", "additionalProperties": _COUNT},
-                "gateway_pid": _INTEGER,
-            },
-            ["models", "cache", "coalesced", "rejected"],
         ),
     }
 
@@ -375,184 +229,171 @@ def _infer_answer() -> Schema:
     }
 
 
-def _paths(models: Sequence[str]) -> dict[str, Schema]:
-    def get(summary: str, responses: dict[str, Schema], **extra: Any) -> Schema:
-        return {"get": {"summary": summary, "responses": responses, **extra}}
+Operation = Callable[[Endpoint, Sequence[str]], Schema]
 
-    def infer(versioned: bool) -> Schema:
-        return {
-            "post": {
-                "summary": "Run inference (Open Inference Protocol; JSON or binary tensors).",
-                "description": (
-                    "With the binary tensor extension the body is this JSON followed by the raw "
-                    "tensors, the JSON's length in `Inference-Header-Content-Length`, and each "
-                    "binary input declares `parameters.binary_data_size`."
-                ),
-                "parameters": _path_parameters(models, versioned) + _INFER_HEADERS,
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": _ref("InferRequest"),
-                            "example": _INFER_EXAMPLE,
-                        }
-                    },
-                },
-                "responses": {
-                    "200": _infer_answer(),
-                    **_errors((400, 401, 404, 413, 429, 500, 503, 504)),
-                },
-            }
-        }
 
-    def metadata(versioned: bool) -> Schema:
-        return get(
-            "Model metadata.",
-            {
-                "200": _json(_ref("ModelMetadata"), "The model's inputs and outputs."),
-                **_errors((401, 404, 503)),
-            },
-            parameters=_path_parameters(models, versioned),
-        )
+def _get(summary: str, responses: dict[str, Schema], **extra: Any) -> Schema:
+    return {"summary": summary, "responses": responses, **extra}
 
-    def ready(versioned: bool) -> Schema:
-        return get(
-            "Whether a model can take requests.",
-            {
-                "200": _json(_ref("ModelReady"), "Ready."),
-                "404": _json(_ref("Error"), _REASONS[404]),
-                "503": _json(_ref("ModelReady"), "Not ready yet."),
-            },
-            parameters=_path_parameters(models, versioned),
-        )
 
-    health = _object({"live": _BOOLEAN}, ["live"])
-    readiness = _object({"ready": _BOOLEAN}, ["ready"])
-    version = "/versions/{version}"
+def _fixed(summary: str, responses: dict[str, Schema]) -> Operation:
+    return lambda endpoint, models: _get(summary, responses)
+
+
+def _infer(endpoint: Endpoint, models: Sequence[str]) -> Schema:
     return {
-        "/v2/health/live": get("Liveness.", {"200": _json(health, "Live.")}),
-        "/v2/health/ready": get(
-            "Readiness: every model has a ready instance.",
-            {"200": _json(readiness, "Ready."), "503": _json(readiness, "Not ready yet.")},
+        "summary": "Run inference (Open Inference Protocol; JSON or binary tensors).",
+        "description": (
+            "With the binary tensor extension the body is this JSON followed by the raw "
+            "tensors, the JSON's length in `Inference-Header-Content-Length`, and each "
+            "binary input declares `parameters.binary_data_size`."
         ),
-        "/v2": get(
-            "Server metadata.",
-            {"200": _json(_ref("ServerMetadata"), "Name, version, extensions."), **_errors((401,))},
-        ),
-        "/v2/models/{model}": metadata(False),
-        f"/v2/models/{{model}}{version}": metadata(True),
-        "/v2/models/{model}/ready": ready(False),
-        f"/v2/models/{{model}}{version}/ready": ready(True),
-        "/v2/models/{model}/infer": infer(False),
-        f"/v2/models/{{model}}{version}/infer": infer(True),
-        "/v1/embeddings": {
-            "post": {
-                "summary": "Embeddings (OpenAI-compatible).",
-                "parameters": _INFER_HEADERS,
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": _ref("EmbeddingsRequest"),
-                            "examples": {
-                                name: {"value": {"model": name, "input": ["a cat"]}}
-                                for name in models or ["minilm"]
-                            },
-                        }
-                    },
-                },
-                "responses": {
-                    "200": _json(_ref("EmbeddingsResponse"), "The embeddings.", _ANSWER_HEADERS),
-                    **_errors((400, 401, 404, 413, 429, 500, 503, 504), openai=True),
-                },
-            }
-        },
-        "/v1/models": get(
-            "Served models (OpenAI-compatible).",
-            {"200": _json(_ref("ModelList"), "The models."), **_errors((401,), openai=True)},
-        ),
-        "/admin/instances": get(
-            "Every instance of every model.",
-            {
-                "200": _json({"type": "array", "items": _ref("Instance")}, "The instances."),
-                **_errors((401, 403)),
+        "parameters": _path_parameters(models, endpoint.versioned) + _INFER_HEADERS,
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": _ref("InferRequest"), "example": _INFER_EXAMPLE}
             },
-        ),
-        "/admin/models/{model}/scale": {
-            "post": {
-                "summary": "Set a model's local instance count (added ones serve once ready; "
-                "removed ones drain first).",
-                "parameters": _path_parameters(models, False),
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["instances"],
-                                "properties": {
-                                    "instances": {"type": "integer", "minimum": 0, "maximum": 64}
-                                },
-                            },
-                            "example": {"instances": 2},
-                        }
-                    },
-                },
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {"model": _STRING, "instances": {"type": "integer"}},
-                        },
-                        "The new count.",
-                    ),
-                    **_errors((400, 401, 403, 404)),
-                },
-            }
         },
-        "/metrics": get(
-            "Prometheus metrics.",
-            {
-                "200": {
-                    "description": "Prometheus text format.",
-                    "content": {"text/plain": {"schema": _STRING}},
-                }
-            },
-        ),
-        "/stats": get(
-            "The same figures as /metrics, as JSON.", {"200": _json(_ref("Stats"), "Figures.")}
-        ),
-        "/dashboard": get(
-            "A live page of the figures in /stats.",
-            {"200": {"description": "HTML.", "content": {"text/html": {"schema": _STRING}}}},
-        ),
-        "/openapi.json": get(
-            "This document.", {"200": _json({"type": "object"}, "OpenAPI 3.0 document.")}
-        ),
+        "responses": {
+            "200": _infer_answer(),
+            **_errors((400, 401, 404, 413, 429, 500, 503, 504)),
+        },
     }
 
 
-def _secure(paths: dict[str, Schema], keys_required: bool, admin_token: bool) -> None:
-    """Attach the credentials each operation needs on this server (as http/auth.py checks them)."""
-    for path, item in paths.items():
-        access = access_for(path.replace("{model}", "m").replace("{version}", "v"))
-        for operation in item.values():
-            if access is Access.ADMIN and admin_token:
-                operation["security"] = [{"adminToken": []}]
-            elif access is Access.KEY and keys_required:
-                operation["security"] = [{"apiKey": []}, {"apiKeyHeader": []}]
-            else:
-                operation["security"] = []
+def _embeddings(endpoint: Endpoint, models: Sequence[str]) -> Schema:
+    examples = {
+        name: {"value": {"model": name, "input": ["a cat"]}} for name in models or ["minilm"]
+    }
+    return {
+        "summary": "Embeddings (OpenAI-compatible).",
+        "parameters": _INFER_HEADERS,
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": _ref("EmbeddingsRequest"), "examples": examples}
+            },
+        },
+        "responses": {
+            "200": _json(_ref("EmbeddingsResponse"), "The embeddings.", _ANSWER_HEADERS),
+            **_errors((400, 401, 404, 413, 429, 500, 503, 504), openai=True),
+        },
+    }
+
+
+def _metadata(endpoint: Endpoint, models: Sequence[str]) -> Schema:
+    return _get(
+        "Model metadata.",
+        {
+            "200": _json(_ref("ModelMetadata"), "The model's inputs and outputs."),
+            **_errors((401, 404, 503)),
+        },
+        parameters=_path_parameters(models, endpoint.versioned),
+    )
+
+
+def _model_ready(endpoint: Endpoint, models: Sequence[str]) -> Schema:
+    return _get(
+        "Whether a model can take requests.",
+        {
+            "200": _json(_ref("ModelReady"), "Ready."),
+            "404": _json(_ref("Error"), _REASONS[404]),
+            "503": _json(_ref("ModelReady"), "Not ready yet."),
+        },
+        parameters=_path_parameters(models, endpoint.versioned),
+    )
+
+
+def _scale(endpoint: Endpoint, models: Sequence[str]) -> Schema:
+    return {
+        "summary": "Set a model's local instance count (added ones serve once ready; "
+        "removed ones drain first).",
+        "parameters": _path_parameters(models, False),
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("Scale"), "example": {"instances": 2}}},
+        },
+        "responses": {
+            "200": _json(_ref("Scaled"), "The new count."),
+            **_errors((400, 401, 403, 404)),
+        },
+    }
+
+
+_OPERATIONS: dict[str, Operation] = {
+    "live": _fixed("Liveness.", {"200": _json(_ref("Live"), "Live.")}),
+    "ready": _fixed(
+        "Readiness: every model has a ready instance.",
+        {"200": _json(_ref("Ready"), "Ready."), "503": _json(_ref("Ready"), "Not ready yet.")},
+    ),
+    "server_metadata": _fixed(
+        "Server metadata.",
+        {"200": _json(_ref("ServerMetadata"), "Name, version, extensions."), **_errors((401,))},
+    ),
+    "model_metadata": _metadata,
+    "model_ready": _model_ready,
+    "infer": _infer,
+    "embeddings": _embeddings,
+    "openai_models": _fixed(
+        "Served models (OpenAI-compatible).",
+        {"200": _json(_ref("ModelList"), "The models."), **_errors((401,), openai=True)},
+    ),
+    "admin_instances": _fixed(
+        "Every instance of every model.",
+        {
+            "200": _json({"type": "array", "items": _ref("Instance")}, "The instances."),
+            **_errors((401, 403)),
+        },
+    ),
+    "admin_scale": _scale,
+    "prometheus": _fixed(
+        "Prometheus metrics.",
+        {
+            "200": {
+                "description": "Prometheus text format.",
+                "content": {"text/plain": {"schema": _STRING}},
+            }
+        },
+    ),
+    "stats": _fixed(
+        "The same figures as /metrics, as JSON.", {"200": _json(_ref("Stats"), "Figures.")}
+    ),
+    "dashboard": _fixed(
+        "A live page of the figures in /stats.",
+        {"200": {"description": "HTML.", "content": {"text/html": {"schema": _STRING}}}},
+    ),
+    "openapi": _fixed(
+        "This document.", {"200": _json({"type": "object"}, "OpenAPI 3.1 document.")}
+    ),
+}
+
+
+def _paths(models: Sequence[str], keys_required: bool, admin_token: bool) -> dict[str, Schema]:
+    """One operation per route of the table, with the credentials it needs on this server."""
+    paths: dict[str, Schema] = {}
+    for endpoint in ENDPOINTS:
+        operation = _OPERATIONS[endpoint.name](endpoint, models)
+        operation["security"] = _security(endpoint.access, keys_required, admin_token)
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = operation
+    return paths
+
+
+def _security(access: Access, keys_required: bool, admin_token: bool) -> list[Schema]:
+    """The credentials an operation needs on this server (as http/auth.py checks them)."""
+    if access is Access.ADMIN and admin_token:
+        return [{"adminToken": []}]
+    if access is Access.KEY and keys_required:
+        return [{"apiKey": []}, {"apiKeyHeader": []}]
+    return []
 
 
 def document(
     models: Sequence[str], keys_required: bool = False, admin_token: bool = False
 ) -> dict[str, Any]:
     """The OpenAPI document for a server serving ``models`` with the given credentials."""
-    paths = _paths(models)
-    _secure(paths, keys_required, admin_token)
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "dlproxy",
             "version": __version__,
@@ -561,7 +402,7 @@ def document(
                 "OpenAI-compatible embeddings in front of batched model instances."
             ),
         },
-        "paths": paths,
+        "paths": _paths(models, keys_required, admin_token),
         "components": {
             "schemas": _schemas(models),
             "securitySchemes": {

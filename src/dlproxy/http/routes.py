@@ -7,33 +7,34 @@ encodes the answer; every error is mapped once, in ``http/errors.py``.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import time
 from importlib.resources import files
 from typing import Any
 
+import msgspec
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from dlproxy import __version__
+from dlproxy import __version__, kserve
 from dlproxy.errors import BadRequest, PayloadTooLarge
 from dlproxy.gateway import Gateway
-from dlproxy.http import codecs, openapi
+from dlproxy.http import openapi, schemas, table
 from dlproxy.http.auth import Authenticator, AuthGate
-from dlproxy.http.errors import OPENAI_TYPES, describe
+from dlproxy.http.codecs import CODECS, JSON, Codec, int_header
+from dlproxy.http.errors import describe
 from dlproxy.http.ratelimit import RateLimiter
 from dlproxy.logging import access
 from dlproxy.metrics import RequestMetrics, registry_for, stats
-from dlproxy.types import InferenceRequest, ModelSpec
+from dlproxy.types import InferenceRequest, InferenceResponse
 
-JSON = b"application/json"
-OCTET_STREAM = b"application/octet-stream"
 REJECTIONS = {413: "too_large", 429: "rate_limited", 503: "overloaded", 504: "deadline"}
 _ids = itertools.count(1)
 _id_prefix = os.urandom(4).hex()
@@ -67,99 +68,93 @@ class InferenceApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            path: str = scope["path"]
-            if path == "/v1/embeddings":
-                await self._infer(scope, receive, send, openai=True, model="")
-                return
-            if path.startswith("/v2/models/") and path.endswith("/infer"):
-                model = path[11:-6].split("/", 1)[0]
-                await self._infer(scope, receive, send, openai=False, model=model)
+            found = table.hot(scope["path"])
+            if found is not None:
+                endpoint, model = found
+                await self._infer(scope, receive, send, CODECS[endpoint.protocol or ""], model)
                 return
         await self.other(scope, receive, send)
 
     async def _infer(
-        self, scope: Scope, receive: Receive, send: Send, *, openai: bool, model: str
+        self, scope: Scope, receive: Receive, send: Send, codec: Codec, model: str
     ) -> None:
+        """One inference request, answered exactly once: admit, read, decode, infer, encode."""
         started = time.perf_counter()
         headers = dict(scope["headers"])
         request_id = (headers.get(b"x-request-id") or b"").decode("latin-1") or _new_id()
         request: InferenceRequest | None = None
         try:
-            if self.auth.keys_required:  # before the rate limit: it keys buckets by credential
-                self.auth.check_key(headers)
-            if self.limiter is not None:
-                client = scope.get("client") or ("", 0)
-                self.limiter.check(
-                    (headers.get(b"authorization") or b"").decode("latin-1") or client[0]
-                )
+            self._admit(scope, headers)
             body = await self._read_body(headers, receive)
-            if openai:
-                request = codecs.decode_openai_embeddings(body)
-            else:
-                header_length = headers.get(b"inference-header-content-length")
-                request = codecs.decode_kserve(
-                    body, model, _int_header(header_length, "Inference-Header-Content-Length")
-                )
-            if not request.id:  # a KServe body may carry its own id; it is echoed in the body
-                request.id = request_id
-            session = headers.get(b"x-session-key")
-            if session:
-                request.session_key = session.decode("latin-1")
-            timeout = headers.get(b"x-request-timeout-ms")
-            timeout_ms = (
-                _int_header(timeout, "X-Request-Timeout-Ms")
-                if timeout is not None
-                else self.default_timeout_ms
-            )
-            if timeout_ms is not None:
-                if timeout_ms <= 0:
-                    raise BadRequest(
-                        "X-Request-Timeout-Ms must be a positive number of milliseconds"
-                    )
-                request.deadline = _loop_time() + timeout_ms / 1000
+            request = self._request(codec, body, model, headers, request_id)
             response = await self.gateway.infer(request)
-            extra: list[tuple[bytes, bytes]] = []
-            content_type = JSON
-            if openai:
-                payload = codecs.encode_openai_embeddings(response, request)
-            else:
-                payload, json_length = codecs.encode_kserve(response, request)
-                if json_length is not None:  # binary outputs follow the JSON (as Triton sends)
-                    extra.append((b"inference-header-content-length", str(json_length).encode()))
-                    content_type = OCTET_STREAM
+            payload, extra, content_type = codec.encode(response, request)
             extra += [
                 (b"x-dlproxy-instance", response.instance.encode()),
                 (b"x-dlproxy-cache", response.cache.encode()),
             ]
             await _respond(send, 200, payload, request_id, extra, content_type)
-            elapsed = time.perf_counter() - started
-            self.metrics.record(request.model, "openai" if openai else "kserve", 200, elapsed)
-            if self.access_log:
-                access(
-                    request_id,
-                    request.model,
-                    "openai" if openai else "kserve",
-                    200,
-                    elapsed,
-                    response.instance,
-                    response.cache,
-                )
+            self._record(codec, request.model, 200, started, request_id, response)
         except Exception as exc:
             status, message, extra = describe(exc)
             label = self._model_label(request.model if request is not None else model)
-            elapsed = time.perf_counter() - started
-            self.metrics.record(label, "openai" if openai else "kserve", status, elapsed)
-            if self.access_log:
-                access(request_id, label, "openai" if openai else "kserve", status, elapsed, "", "")
-            if status in REJECTIONS:
-                self.metrics.reject(label, REJECTIONS[status])
-            if openai:
-                payload = codecs.encode_openai_error(
-                    message, OPENAI_TYPES.get(status, "error"), status
-                )
-            else:
-                payload = codecs.encode_kserve_error(message)
-            await _respond(send, status, payload, request_id, extra)
+            self._record(codec, label, status, started, request_id, None)
+            await _respond(send, status, codec.error(status, message), request_id, extra)
+
+    def _admit(self, scope: Scope, headers: dict[bytes, bytes]) -> None:
+        """The API key (when keys are configured), then the client's rate limit."""
+        if self.auth.keys_required:  # before the rate limit: it keys buckets by credential
+            self.auth.check_key(headers)
+        if self.limiter is not None:
+            client = scope.get("client") or ("", 0)
+            self.limiter.check(
+                (headers.get(b"authorization") or b"").decode("latin-1") or client[0]
+            )
+
+    def _request(
+        self,
+        codec: Codec,
+        body: bytes,
+        model: str,
+        headers: dict[bytes, bytes],
+        request_id: str,
+    ) -> InferenceRequest:
+        """The decoded request with what the headers add: id, session key, deadline."""
+        request = codec.decode(body, model, headers)
+        if not request.id:  # a KServe body may carry its own id; it is echoed in the body
+            request.id = request_id
+        session = headers.get(b"x-session-key")
+        if session:
+            request.session_key = session.decode("latin-1")
+        timeout = headers.get(b"x-request-timeout-ms")
+        timeout_ms = (
+            int_header(timeout, "X-Request-Timeout-Ms")
+            if timeout is not None
+            else self.default_timeout_ms
+        )
+        if timeout_ms is not None:
+            if timeout_ms <= 0:
+                raise BadRequest("X-Request-Timeout-Ms must be a positive number of milliseconds")
+            request.deadline = asyncio.get_running_loop().time() + timeout_ms / 1000
+        return request
+
+    def _record(
+        self,
+        codec: Codec,
+        model: str,
+        status: int,
+        started: float,
+        request_id: str,
+        response: InferenceResponse | None,
+    ) -> None:
+        """Metrics, rejections and the access log line of one answer."""
+        elapsed = time.perf_counter() - started
+        self.metrics.record(model, codec.protocol, status, elapsed)
+        if status in REJECTIONS:
+            self.metrics.reject(model, REJECTIONS[status])
+        if self.access_log:
+            instance, cache = (response.instance, response.cache) if response else ("", "")
+            access(request_id, model, codec.protocol, status, elapsed, instance, cache)
 
     def _model_label(self, model: str) -> str:
         """Metric label for a model name: only served names, so clients cannot add series."""
@@ -167,7 +162,7 @@ class InferenceApp:
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         length = headers.get(b"content-length")
-        declared = _int_header(length, "Content-Length")
+        declared = int_header(length, "Content-Length")
         if declared is not None and declared > self.max_body_bytes:
             raise PayloadTooLarge(
                 f"the body is {declared} bytes; the limit is {self.max_body_bytes}"
@@ -185,21 +180,6 @@ class InferenceApp:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _loop_time() -> float:
-    import asyncio
-
-    return asyncio.get_running_loop().time()
-
-
-def _int_header(value: bytes | None, name: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise BadRequest(f"header {name} must be an integer, got {value[:40]!r}") from None
 
 
 async def _respond(
@@ -225,41 +205,30 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
-class ORJSONResponse(JSONResponse):
+class StructResponse(Response):
+    """A JSON response of one of ``schemas``' types (or a list of them): what the document says."""
+
+    media_type = "application/json"
+
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def _metadata(spec: ModelSpec) -> dict[str, Any]:
-    return {
-        "name": spec.name,
-        "versions": [spec.version],
-        "platform": spec.platform,
-        "inputs": [
-            {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in spec.inputs
-        ],
-        "outputs": [
-            {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in spec.outputs
-        ],
-        "max_batch_size": spec.max_batch_size,
-    }
+        return msgspec.json.encode(content)
 
 
 def build_starlette(gateway: Gateway, metrics: RequestMetrics, auth: Authenticator) -> Starlette:
     """The non-hot routes: health, metadata, model lists, admin."""
 
     def error(status: int, message: str) -> Response:
-        return ORJSONResponse({"error": message}, status_code=status)
+        return StructResponse(schemas.Error(message), status_code=status)
 
     async def live(request: Request) -> Response:
-        return ORJSONResponse({"live": True})
+        return StructResponse(schemas.Live(True))
 
     async def ready(request: Request) -> Response:
-        return ORJSONResponse({"ready": gateway.ready}, status_code=200 if gateway.ready else 503)
+        return StructResponse(schemas.Ready(gateway.ready), 200 if gateway.ready else 503)
 
     async def server_metadata(request: Request) -> Response:
-        return ORJSONResponse(
-            {"name": "dlproxy", "version": __version__, "extensions": ["binary_tensor_data"]}
+        return StructResponse(
+            schemas.ServerMetadata("dlproxy", __version__, ["binary_tensor_data"])
         )
 
     async def model_metadata(request: Request) -> Response:
@@ -272,24 +241,19 @@ def build_starlette(gateway: Gateway, metrics: RequestMetrics, auth: Authenticat
             )
         if pool.spec is None:
             return error(503, f"model '{name}' is still loading")
-        return ORJSONResponse(_metadata(pool.spec))
+        return StructResponse(msgspec.convert(kserve.metadata_of(pool.spec), schemas.ModelMetadata))
 
     async def model_ready(request: Request) -> Response:
         name = request.path_params["model"]
         pool = gateway.pools.get(name)
         if pool is None:
             return error(404, f"model '{name}' is not served here")
-        return ORJSONResponse(
-            {"name": name, "ready": pool.ready}, status_code=200 if pool.ready else 503
-        )
+        return StructResponse(schemas.ModelReady(name, pool.ready), 200 if pool.ready else 503)
 
     async def openai_models(request: Request) -> Response:
         now = int(time.time())
-        data = [
-            {"id": name, "object": "model", "created": now, "owned_by": "dlproxy"}
-            for name in gateway.pools
-        ]
-        return ORJSONResponse({"object": "list", "data": data})
+        data = [schemas.ModelEntry(name, "model", now, "dlproxy") for name in gateway.pools]
+        return StructResponse(schemas.ModelList("list", data))
 
     async def admin_scale(request: Request) -> Response:
         """``{"instances": n}``: add instances (they take traffic once ready) or drain some."""
@@ -304,35 +268,33 @@ def build_starlette(gateway: Gateway, metrics: RequestMetrics, auth: Authenticat
         if not isinstance(wanted, int) or isinstance(wanted, bool) or not 0 <= wanted <= 64:
             return error(400, f"'instances' must be an integer from 0 to 64, got {wanted!r}")
         await pool.scale_to(wanted)
-        return ORJSONResponse({"model": name, "instances": len(pool.instances)})
+        return StructResponse(schemas.Scaled(name, len(pool.instances)))
 
     async def admin_instances(request: Request) -> Response:
-        rows = []
-        for pool in gateway.pools.values():
-            for instance in pool.instances:
-                rows.append(
-                    {
-                        "id": instance.id,
-                        "model": pool.name,
-                        "reference": instance.reference,
-                        "state": instance.state,
-                        "pid": instance.pid,
-                        "node": getattr(instance, "node", None),  # Ray actors: the cluster node
-                        "threads": instance.threads,
-                        "weight": instance.weight,
-                        "inflight": instance.batcher.inflight,
-                        "queue_depth": instance.batcher.queued,
-                        "latency_ewma_ms": round(instance.latency_ewma * 1000, 3),
-                        "batches": instance.batcher.statistics().batches,
-                        "items": instance.batcher.statistics().items,
-                        # What batching/policy.py allows now (moves under --batching adaptive).
-                        "batch_limit": instance.batcher.policy.max_batch,
-                        "service_time_ms": round(instance.load.service_time * 1000, 3),
-                        "cpu_percent": instance.load.cpu_percent,
-                        "rss_bytes": instance.load.rss_bytes,
-                    }
-                )
-        return ORJSONResponse(rows)
+        rows = [
+            schemas.Instance(
+                id=instance.id,
+                model=pool.name,
+                reference=instance.reference,
+                state=instance.state,  # type: ignore[arg-type]
+                pid=instance.pid,
+                node=getattr(instance, "node", None),
+                threads=instance.threads,
+                weight=instance.weight,
+                inflight=instance.batcher.inflight,
+                queue_depth=instance.batcher.queued,
+                latency_ewma_ms=round(instance.latency_ewma * 1000, 3),
+                batches=instance.batcher.statistics().batches,
+                items=instance.batcher.statistics().items,
+                batch_limit=instance.batcher.policy.max_batch,
+                service_time_ms=round(instance.load.service_time * 1000, 3),
+                cpu_percent=instance.load.cpu_percent,
+                rss_bytes=instance.load.rss_bytes,
+            )
+            for pool in gateway.pools.values()
+            for instance in pool.instances
+        ]
+        return StructResponse(rows)
 
     registry = registry_for(gateway, metrics)
 
@@ -341,7 +303,7 @@ def build_starlette(gateway: Gateway, metrics: RequestMetrics, auth: Authenticat
 
     async def stats_json(request: Request) -> Response:
         # gateway_pid: which of several gateways (--gateways N) answered.
-        return ORJSONResponse({**stats(gateway, metrics), "gateway_pid": os.getpid()})
+        return StructResponse(schemas.Stats(**stats(gateway, metrics), gateway_pid=os.getpid()))
 
     document = orjson.dumps(
         openapi.document(list(gateway.pools), auth.keys_required, auth.admin_token_set)
@@ -372,24 +334,24 @@ def build_starlette(gateway: Gateway, metrics: RequestMetrics, auth: Authenticat
     async def post_only(request: Request) -> Response:
         raise AssertionError("InferenceApp answers every POST to the inference routes")
 
+    handlers = {
+        "live": live,
+        "ready": ready,
+        "server_metadata": server_metadata,
+        "model_metadata": model_metadata,
+        "model_ready": model_ready,
+        "openai_models": openai_models,
+        "admin_instances": admin_instances,
+        "admin_scale": admin_scale,
+        "prometheus": prometheus,
+        "stats": stats_json,
+        "dashboard": dashboard,
+        "openapi": openapi_json,
+    }
+    # An inference route's POST never reaches Starlette (InferenceApp takes it); it is listed
+    # so that other methods get 405.
     routes = [
-        Route("/v2/health/live", live),
-        Route("/v2/health/ready", ready),
-        Route("/v2", server_metadata),
-        Route("/v2/models/{model}", model_metadata),
-        Route("/v2/models/{model}/versions/{version}", model_metadata),
-        Route("/v2/models/{model}/ready", model_ready),
-        Route("/v2/models/{model}/versions/{version}/ready", model_ready),
-        Route("/v1/models", openai_models),
-        Route("/admin/instances", admin_instances),
-        Route("/admin/models/{model}/scale", admin_scale, methods=["POST"]),
-        Route("/metrics", prometheus),
-        Route("/stats", stats_json),
-        Route("/dashboard", dashboard),
-        Route("/openapi.json", openapi_json),
-        # POST never reaches these (InferenceApp takes it); listed so other methods get 405.
-        Route("/v1/embeddings", post_only, methods=["POST"]),
-        Route("/v2/models/{model}/infer", post_only, methods=["POST"]),
-        Route("/v2/models/{model}/versions/{version}/infer", post_only, methods=["POST"]),
+        Route(e.path, post_only if e.protocol else handlers[e.name], methods=[e.method])
+        for e in table.ENDPOINTS
     ]
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: method_not_allowed})
