@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,13 +14,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from dlproxy.console import free_port
+
 DLPROXY = [sys.executable, "-m", "dlproxy"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get_json(url: str) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
+
+from dlproxy.console import free_port
 
 # Find a dead node in ~1.5 s instead of ~15 s, so a lost node's actors are replaced quickly.
 FAST_HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 3}
@@ -40,7 +41,7 @@ class LocalRayCluster:
         self.names = list(nodes)
         self.cpus_per_node = cpus_per_node
         self.start_timeout = start_timeout
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         # Short: Ray puts socket paths under it, and they must stay under 108 bytes.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="dlray-", dir="/tmp"))
@@ -152,9 +153,3 @@ def _processes_mentioning(text: str) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

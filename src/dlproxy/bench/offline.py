@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from dlproxy.console import Bar
 from dlproxy.models.base import Model
 from dlproxy.models.registry import create_model
 from dlproxy.types import DTYPES, ModelSpec
@@ -84,19 +85,22 @@ def measure_offline(
     throughput: dict[int, float] = {}
     counts: dict[int, int] = {}
     one_item: list[float] = []
-    with _Bar(len(batch_sizes) * seconds_per_size, enabled=progress) as bar:
-        for size in batch_sizes:
+    total = len(batch_sizes) * seconds_per_size
+    with Bar("offline benchmark", total, enabled=progress, transient=True, columns=_COLUMNS) as bar:
+        for done, size in enumerate(batch_sizes):
             batches = _batches(model.spec, texts, size)
             for inputs in batches[:2]:  # warm-up: buffers for this shape
                 model.predict(inputs, {})
-            durations = _time(model, batches, seconds_per_size, bar, size)
+            durations = _time(model, batches, seconds_per_size, bar, done * seconds_per_size)
             throughput[size] = size * len(durations) / sum(durations)
             counts[size] = len(durations)
             if size == 1:
                 one_item = durations
-            bar.note(f"batch {size}: {throughput[size]:.0f} items/s")
+            bar.update(
+                description=f"offline benchmark (batch {size}: {throughput[size]:.0f} items/s)"
+            )
     if not one_item:  # batch 1 not in the sweep: latency still means one item
-        one_item = _time(model, _batches(model.spec, texts, 1), 0.5, None, 1)
+        one_item = _time(model, _batches(model.spec, texts, 1), 0.5)
     best = max(throughput, key=lambda size: throughput[size])
     return OfflineResult(
         model=reference,
@@ -115,9 +119,14 @@ def measure_offline(
 
 
 def _time(
-    model: Model, batches: list[dict[str, np.ndarray]], seconds: float, bar: _Bar | None, size: int
+    model: Model,
+    batches: list[dict[str, np.ndarray]],
+    seconds: float,
+    bar: Bar | None = None,
+    offset: float = 0.0,
 ) -> list[float]:
-    """Per-batch durations, cycling through ``batches`` for ``seconds`` (at least a few)."""
+    """Per-batch durations, cycling through ``batches`` for ``seconds`` (at least a few); the bar
+    shows the sweep's seconds, ``offset`` of them done before."""
     durations: list[float] = []
     began = time.perf_counter()
     index = 0
@@ -128,9 +137,9 @@ def _time(
         durations.append(time.perf_counter() - t0)
         index += 1
         if bar is not None and index % 8 == 0:
-            bar.set(size, min(time.perf_counter() - began, seconds))
+            bar.update(completed=offset + min(time.perf_counter() - began, seconds))
     if bar is not None:
-        bar.set(size, seconds)
+        bar.update(completed=offset + seconds)
     return durations
 
 
@@ -158,39 +167,7 @@ def _batches(spec: ModelSpec, texts: list[bytes], size: int) -> list[dict[str, n
     return batches
 
 
-class _Bar:
-    """A rich progress bar over the whole sweep (time-based), or nothing when disabled."""
-
-    def __init__(self, total: float, enabled: bool) -> None:
-        self._total = total
-        self._enabled = enabled
-        self._done: dict[int, float] = {}
-        self._progress: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> _Bar:
-        if self._enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            columns = (TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn())
-            self._progress = Progress(*columns, console=Console(stderr=True), transient=True)
-            self._progress.start()
-            self._task = self._progress.add_task("offline benchmark", total=self._total)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    def set(self, size: int, seconds: float) -> None:
-        self._done[size] = seconds
-        if self._progress is not None:
-            self._progress.update(self._task, completed=sum(self._done.values()))
-
-    def note(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, description=f"offline benchmark ({text})")
+_COLUMNS = ("bar", "remaining")
 
 
 def _print(result: OfflineResult) -> None:

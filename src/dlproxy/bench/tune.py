@@ -29,7 +29,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,12 +40,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from dlproxy.bench import loadgen
 from dlproxy.bench.inputs import UniqueInputs
 from dlproxy.bench.report import Report
+from dlproxy.console import Bar, free_port
 from dlproxy.models.registry import model_name
 from dlproxy.settings import usable_cores
 
@@ -111,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     trials: list[Trial] = []
     try:
-        _sweep(args, candidates, trials, errors)
+        _sweep(args, candidates, trials)
     except KeyboardInterrupt:
         errors.print("[yellow]dlproxy tune: interrupted[/yellow]")
         return 130
@@ -199,37 +198,28 @@ def write_config(path: Path, model: str, trial: Trial, slo_ms: float) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _sweep(
-    args: argparse.Namespace, candidates: list[Candidate], trials: list[Trial], console: Console
-) -> None:
-    """Serve and load each candidate in turn, with a progress bar over the sweep."""
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:.0f}/{task.total:.0f}"),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
-    )
-    with Progress(*columns, console=console) as bar:
-        task: TaskID = bar.add_task("tuning", total=len(candidates), status="")
+def _sweep(args: argparse.Namespace, candidates: list[Candidate], trials: list[Trial]) -> None:
+    """Serve and load each candidate in turn, with a progress bar over the sweep (on stderr)."""
+    columns = ("bar", "{task.completed:.0f}/{task.total:.0f}", "elapsed", "{task.fields[status]}")
+    with Bar("tuning", len(candidates), columns=columns, status="") as bar:
         for candidate in candidates:
             c = candidate
             label = f"{c.instances}x{c.threads}t batch {c.max_batch} delay {c.max_delay_ms:g} ms"
-            bar.update(task, status=f"{label}: starting")
+            bar.update(status=f"{label}: starting")
 
             def report(state: str, label: str = label) -> None:
-                bar.update(task, status=f"{label}: {state}")
+                bar.update(status=f"{label}: {state}")
 
             trial = measure(args, candidate, report)
             trials.append(trial)
-            bar.update(task, advance=1, status=f"{label}: {trial.throughput_rps:.0f} req/s")
+            bar.update(advance=1, status=f"{label}: {trial.throughput_rps:.0f} req/s")
 
 
 def measure(
     args: argparse.Namespace, candidate: Candidate, status: Callable[[str], None] = print
 ) -> Trial:
     """Serve ``candidate`` in a subprocess, load it, stop it by its PID."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [
         *(sys.executable, "-m", "dlproxy", "serve", "--port", str(port)),
@@ -300,12 +290,6 @@ def _load(args: argparse.Namespace, url: str, status: Callable[[str], None]) -> 
             )
         )
     return Report(recording).to_dict()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> str | None:

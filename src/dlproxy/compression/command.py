@@ -32,13 +32,13 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlproxy.compression import report as reporting
+from dlproxy.console import Bar
 
 if TYPE_CHECKING:  # the adapters import the model code: loaded when a command runs, not before
     from dlproxy.compression.adapters import Adapter
@@ -150,7 +150,8 @@ def compress(
 
     started = time.perf_counter()
     total = 4 + (reporting.parts(rounds) + 1 if measure else 0)
-    with _progress(f"{adapter.name}: {method}", total, progress) as step:
+    with Bar(f"{adapter.name}: {method}", total, enabled=progress, transient=True) as bar:
+        step = bar.step
         step("exporting the original")
         source = adapter.original_onnx()
         step(f"compressing ({method})")
@@ -270,27 +271,3 @@ def _method_argument(text: str) -> Method:
         return parse_method(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-Step = Callable[[str | None], None]
-
-
-@contextmanager
-def _progress(title: str, total: int, enabled: bool) -> Iterator[Step]:
-    """A stderr bar; ``step(text)`` starts a stage, ``step(None)`` advances within it."""
-    if not enabled:
-        yield lambda text: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(title, total=total)
-
-        def step(text: str | None) -> None:
-            bar.advance(task)
-            if text is not None:
-                bar.update(task, description=f"{title}: {text}")
-
-        yield step

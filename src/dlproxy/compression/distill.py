@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from dlproxy.console import Bar
 from dlproxy.models.builtin import digits
 from dlproxy.models.builtin.digits import DEFAULT_STUDENT, TEACHERS, DistillConfig
 from dlproxy.models.distillation import distillation_loss
@@ -143,7 +144,8 @@ def measure_models(
         )
         for name, (path, network_name, net) in models.items()
     }
-    with _Bar(rounds * len(batch_sizes) * len(models), "measuring speed", progress) as bar:
+    total = rounds * len(batch_sizes) * len(models)
+    with Bar("measuring speed", total, enabled=progress, transient=True, columns=("bar",)) as bar:
         for _ in range(rounds):
             for size in batch_sizes:
                 for name, classifier in classifiers.items():
@@ -165,33 +167,6 @@ def _items_per_second(
         classifier.classify(digits.check_images(batches[items // size % len(batches)]))
         items += size
     return items / (time.perf_counter() - began)
-
-
-class _Bar:
-    """A transient rich bar over a known number of steps, or nothing when disabled."""
-
-    def __init__(self, total: int, description: str, enabled: bool) -> None:
-        self._progress: Any = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn
-
-            columns = (TextColumn("{task.description}"), BarColumn())
-            self._progress = Progress(*columns, console=Console(stderr=True), transient=True)
-            self._task = self._progress.add_task(description, total=total)
-
-    def __enter__(self) -> _Bar:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    def advance(self) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

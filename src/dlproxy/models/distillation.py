@@ -20,7 +20,6 @@ function that builds the student network from its spec.
 
 from __future__ import annotations
 
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from dlproxy.console import Bar, free_port
 
 
 class TrainingSettings(Protocol):
@@ -78,7 +79,7 @@ def train(
         job = _Job(
             config=settings,
             network=network,
-            port=_free_port(),
+            port=free_port(),
             images=data.images,
             labels=data.labels,
             teacher_logits=data.teacher_logits,
@@ -233,59 +234,26 @@ def _train(rank: int, job: _Job) -> dict[str, Any]:
     }
 
 
-def _free_port() -> int:
-    """A port nobody listens on now, for rank 0's rendezvous store."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class _EpochBars:
     """On rank 0: an overall bar over epochs and a bar over the current epoch's steps."""
 
     def __init__(self, title: str, epochs: int, steps: int, enabled: bool) -> None:
-        self._title, self._epochs, self._steps = title, epochs, steps
-        self._progress: Any = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            columns = (
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-            )
-            self._progress = Progress(*columns, console=Console(stderr=True))
+        self._title, self._epochs = title, epochs
+        self._bar = Bar(title, epochs, enabled=enabled, columns=("bar", "count", "elapsed"))
+        self._epoch = self._bar.add(f"epoch 1/{epochs}", steps)
 
     def __enter__(self) -> _EpochBars:
-        if self._progress is not None:
-            self._progress.start()
-            self._overall = self._progress.add_task(self._title, total=self._epochs)
-            self._epoch = self._progress.add_task(f"epoch 1/{self._epochs}", total=self._steps)
+        self._bar.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+    def __exit__(self, *exc: Any) -> None:
+        self._bar.__exit__(*exc)
 
     def step(self) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._epoch)
+        self._bar.advance(task=self._epoch)
 
     def epoch_done(self, epoch: int, loss: float, accuracy: float) -> None:
-        if self._progress is None:
-            return
-        self._progress.update(
-            self._overall,
-            advance=1,
-            description=f"{self._title}: loss {loss:.4f}, test accuracy {accuracy:.2f}%",
-        )
+        description = f"{self._title}: loss {loss:.4f}, test accuracy {accuracy:.2f}%"
+        self._bar.update(advance=1, description=description)
         if epoch + 1 < self._epochs:
-            self._progress.reset(self._epoch, description=f"epoch {epoch + 2}/{self._epochs}")
+            self._bar.reset(self._epoch, f"epoch {epoch + 2}/{self._epochs}")

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from dlproxy.autoscaling.base import POLICIES
 from dlproxy.autoscaling.limits import Limits
+from dlproxy.console import Bar
 from dlproxy.plugins import import_from_string
 from dlproxy.simulate import report
 from dlproxy.simulate.engine import Outcome
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         errors.print(f"[red]dlproxy simulate: {exc}[/red]")
         return 2
     try:
-        outcomes, sizes = _run_all(scenario, names, options, errors)
+        outcomes, sizes = _run_all(scenario, names, options)
     except KeyboardInterrupt:
         errors.print("[yellow]dlproxy simulate: interrupted[/yellow]")
         return 130
@@ -165,13 +165,12 @@ def _defaults_for(name: str, shared: dict[str, float]) -> dict[str, float]:
 
 
 def _run_all(
-    scenario: Scenario, names: list[str], options: dict[str, Any], errors: Console
+    scenario: Scenario, names: list[str], options: dict[str, Any]
 ) -> tuple[dict[str, Outcome], dict[str, int]]:
     """Size the baselines, then run every policy and both baselines, with one progress bar."""
     duration = scenario.trace.duration
-    columns = (TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=errors, transient=True) as progress:
-        task = progress.add_task("sizing static pools", total=duration * (len(names) + 2))
+    total = duration * (len(names) + 2)
+    with Bar("sizing static pools", total, transient=True, columns=("bar", "remaining")) as bar:
         rates = scenario.trace.rates
         sizes = {
             "peak": scenario.static_size(float(rates.max())),
@@ -179,10 +178,10 @@ def _run_all(
         }
         outcomes: dict[str, Outcome] = {}
         for index, name in enumerate([*names, "peak", "mean"]):
-            progress.update(task, description=f"simulating {name}")
+            bar.update(description=f"simulating {name}")
 
             def tick(now: float, done: float = index * duration) -> None:
-                progress.update(task, completed=done + now)
+                bar.update(completed=done + now)
 
             if name in sizes:
                 outcomes[_static_name(name, sizes[name])] = scenario.run_static(sizes[name], tick)

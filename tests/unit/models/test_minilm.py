@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dlproxy.errors import BadRequest
+from dlproxy.models.artifacts import locked
 from dlproxy.models.builtin import minilm
 from dlproxy.models.builtin.corpus import sentences
 from dlproxy.models.builtin.minilm import MiniLM, export, onnx_path, sentence_transformer_reference
@@ -123,7 +124,7 @@ def test_export_is_cached(fp32: MiniLM, int8: MiniLM) -> None:
     again = MiniLM("int8", threads=1)
     again.load()
     assert {v: onnx_path(v).stat().st_mtime_ns for v in ("fp32", "int8")} == stamps
-    leftovers = [p.name for v in ("fp32", "int8") for p in onnx_path(v).parent.glob(".model-*")]
+    leftovers = [p.name for v in ("fp32", "int8") for p in onnx_path(v).parent.glob(".tmp-*")]
     assert leftovers == []
 
 
@@ -135,7 +136,7 @@ def test_export_lock_waits_for_the_holder(tmp_path: Path) -> None:
     entered = threading.Event()
 
     def contender() -> None:
-        with minilm._locked(lock, waited.set):
+        with locked(lock, waited.set):
             entered.set()
 
     with open(lock, "a+b") as holder:

@@ -26,12 +26,8 @@ than torch eager at every batch size we measured (see docs/benchmarks.md).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +36,7 @@ import numpy as np
 
 from dlproxy.errors import BadRequest
 from dlproxy.logging import quiet_logger
+from dlproxy.models.artifacts import Step, atomic_path, locked, preparing
 from dlproxy.models.base import Model, choose_variant, file_digest, home
 from dlproxy.models.distillation import single_threaded
 from dlproxy.types import ModelSpec, TensorSpec
@@ -58,8 +55,6 @@ TEACHER_EPOCHS = 30
 TEACHER_BATCH = 64
 TEACHER_LR = 3e-3
 OUTPUTS: tuple[str, ...] = ("probabilities", "label")
-
-Step = Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +148,7 @@ def export(variant: str | None = None, *, quiet: bool = False) -> Path:
     variant = _check_variant(variant)
     if is_current(variant):
         return onnx_path(variant)
-    with _progress(variant, quiet) as step:
+    with preparing(f"digits:{variant}", quiet) as step:
         return _ensure(variant, step, quiet)
 
 
@@ -475,17 +470,8 @@ def _check_variant(variant: str | None) -> str:
 
 def _ensure(variant: str, step: Step, quiet: bool) -> Path:
     """Prepare ``variant`` under its lock unless another process did while we waited."""
-    from filelock import FileLock, Timeout
-
     target = onnx_path(variant)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(target.parent / ".prepare.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        step("waiting for another process to prepare it")
-        lock.acquire()
-    try:
+    with locked(target.parent / ".prepare.lock", lambda: step("waiting for another process")):
         if is_current(variant):
             return target
         if variant == "teacher":
@@ -497,8 +483,6 @@ def _ensure(variant: str, step: Step, quiet: bool) -> Path:
             _ensure("teacher", step, quiet)
             step("distilling the student (first use)")
             distill_student(DistillConfig(out=variant_dir("student")), progress=not quiet)
-    finally:
-        lock.release()
     return target
 
 
@@ -560,36 +544,3 @@ def _prepare_int8(step: Step) -> None:
         accuracy = round(test_accuracy(tmp), 3)
         meta = {"variant": "int8", "source": "teacher", "test_accuracy": accuracy}
         write_meta(onnx_path("int8"), meta)
-
-
-@contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """A temp path beside ``target``, renamed onto it when the block ends without an error."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=".tmp-", suffix=target.suffix, dir=target.parent)
-    os.close(handle)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared like any file
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@contextmanager
-def _progress(variant: str, quiet: bool) -> Iterator[Step]:
-    """A stderr spinner naming the current stage; each stage is one blocking call."""
-    if quiet:
-        yield lambda description: None
-        return
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    started = time.perf_counter()
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True)) as progress:
-        task = progress.add_task(f"digits:{variant}: preparing", total=None)
-        yield lambda text: progress.update(task, description=f"digits:{variant}: {text}")
-        elapsed = time.perf_counter() - started
-        progress.update(task, description=f"digits:{variant}: ready in {elapsed:.1f} s")

@@ -47,13 +47,9 @@ tracing; ~6 s once torch is loaded), then ~1-2 s to quantize each int8 variant.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import tempfile
-import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +58,7 @@ import numpy as np
 from dlproxy.errors import BadRequest
 from dlproxy.logging import quiet_logger
 from dlproxy.models import chunking
+from dlproxy.models.artifacts import Step, atomic_path, locked, preparing
 from dlproxy.models.base import Model, choose_variant, home
 from dlproxy.types import ModelSpec, TensorSpec
 
@@ -90,8 +87,6 @@ MAX_RUN_TOKENS = 64 * MAX_SEQ_LENGTH
 INPUT_NAMES: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
 # Not "embedding": the exporter already names an internal value (the token embedding) that way.
 GRAPH_OUTPUT = "sentence_embedding"
-
-Step = Callable[[str], None]
 
 
 def model_dir() -> Path:
@@ -189,7 +184,7 @@ def export(variant: str | None = None, *, quiet: bool = False) -> Path:
         return model_dir()
     if onnx_path(variant).is_file():
         return onnx_path(variant)
-    with _progress(variant, quiet) as step:
+    with preparing(f"minilm:{variant}", quiet, 3 if variant == "fp32" else 5) as step:
         return _ensure(variant, step)
 
 
@@ -369,7 +364,7 @@ def mean_pooled(hidden: Any, attention_mask: Any) -> Any:
 def _ensure(variant: str, step: Step) -> Path:
     """Export under the variant's lock unless another process did it while we waited."""
     target = onnx_path(variant)
-    with _locked(target.parent / ".export.lock", lambda: step("waiting for another export")):
+    with locked(target.parent / ".export.lock", lambda: step("waiting for another export")):
         if target.is_file():
             return target
         if variant == "fp32":
@@ -382,20 +377,11 @@ def _ensure(variant: str, step: Step) -> Path:
 
 
 def _write_atomically(variant: str, write: Callable[[Path, Step], None], step: Step) -> None:
-    """Write into a temp file beside the variant's graph, check it, then rename: readers never
-    see half."""
-    target = onnx_path(variant)
-    handle, name = tempfile.mkstemp(prefix=".model-", suffix=".onnx", dir=target.parent)
-    os.close(handle)
-    tmp = Path(name)
-    try:
+    """Write beside the variant's graph, check it, then rename: readers never see half."""
+    with atomic_path(onnx_path(variant)) as tmp:
         write(tmp, step)
         step(f"checking {variant}")
         _check(variant, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared like any other file
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _export_fp32(tmp: Path, step: Step) -> None:
@@ -463,49 +449,3 @@ def _check(variant: str, path: Path) -> None:
     worst = float((got * expected).sum(axis=1).min())
     if got.shape != (len(texts), DIMENSION) or not worst >= floor:
         raise RuntimeError(f"The {variant} export of minilm is off: cosine {worst:.4f} < {floor}.")
-
-
-@contextmanager
-def _locked(path: Path, on_wait: Callable[[], None]) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (created if missing), held for the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            on_wait()
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-@contextmanager
-def _progress(variant: str, quiet: bool) -> Iterator[Step]:
-    """A stderr progress bar whose steps are the export's stages (each one blocking call)."""
-    if quiet:
-        yield lambda description: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    total = 3 if variant == "fp32" else 5
-    started = time.perf_counter()
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
-        task = progress.add_task(f"minilm:{variant}: preparing", total=total)
-        first = True
-
-        def step(description: str) -> None:
-            nonlocal first
-            if not first:
-                progress.advance(task)
-            first = False
-            progress.update(task, description=f"minilm:{variant}: {description}")
-
-        yield step
-        elapsed = time.perf_counter() - started
-        progress.update(
-            task, completed=total, description=f"minilm:{variant}: ready in {elapsed:.1f} s"
-        )
