@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -208,34 +209,40 @@ async def _serve(settings: Settings) -> None:
     await serve(settings)
 
 
-def _run_bench(args: argparse.Namespace) -> int:
-    from dlproxy.bench import command
+TOOLS = (
+    ("bench", "dlproxy.bench.command", "load-test a running server, or a model alone (--offline)"),
+    (
+        "simulate",
+        "dlproxy.simulate.command",
+        "compare scaling policies on a load trace, on a virtual clock",
+    ),
+    (
+        "tune",
+        "dlproxy.bench.tune",
+        "sweep instances x max batch x max delay; write the best config for an SLO",
+    ),
+    (
+        "compress",
+        "dlproxy.compression.command",
+        "quantize or prune a model into a servable variant, with a measured report",
+    ),
+    (
+        "distill",
+        "dlproxy.compression.distill",
+        "distill the digits teacher into a small student, data-parallel (gloo)",
+    ),
+)
+"""The tool commands: each module has ``add_arguments(parser)`` and ``run(args) -> int``."""
 
-    return command.run(args)
 
-
-def _run_tune(args: argparse.Namespace) -> int:
-    from dlproxy.bench import tune
-
-    return tune.run(args)
-
-
-def _run_compress(args: argparse.Namespace) -> int:
-    from dlproxy.compression import command
-
-    return command.run(args)
-
-
-def _run_distill(args: argparse.Namespace) -> int:
-    from dlproxy.compression import distill
-
-    return distill.run(args)
-
-
-def _run_simulate(args: argparse.Namespace) -> int:
-    from dlproxy.simulate import command
-
-    return command.run(args)
+def _add_tool(commands: Any, name: str, module: str, help: str) -> None:
+    """A tool's subcommand; its module is imported to read its flags, and again to run."""
+    parser = commands.add_parser(name, help=help)
+    try:
+        importlib.import_module(module).add_arguments(parser)
+    except ImportError:  # an optional dependency is missing: running it says which
+        pass
+    parser.set_defaults(handler=lambda args: importlib.import_module(module).run(args))
 
 
 def _run_models(args: argparse.Namespace) -> int:
@@ -260,47 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve models over HTTP (KServe v2, OpenAI)")
     _serve_arguments(serve)
     serve.set_defaults(handler=_run_serve)
-    bench = commands.add_parser(
-        "bench", help="load-test a running server, or a model alone (--offline)"
-    )
-    try:
-        from dlproxy.bench import command as bench_command
-
-        bench_command.add_arguments(bench)
-    except ImportError:
-        pass
-    bench.set_defaults(handler=_run_bench)
-    simulate = commands.add_parser(
-        "simulate", help="compare scaling policies on a load trace, on a virtual clock"
-    )
-    from dlproxy.simulate import command as simulate_command
-
-    simulate_command.add_arguments(simulate)
-    simulate.set_defaults(handler=_run_simulate)
-    tune = commands.add_parser(
-        "tune", help="sweep instances x max batch x max delay; write the best config for an SLO"
-    )
-    try:
-        from dlproxy.bench import tune as tune_command
-
-        tune_command.add_arguments(tune)
-    except ImportError:
-        pass
-    tune.set_defaults(handler=_run_tune)
-    compress = commands.add_parser(
-        "compress", help="quantize or prune a model into a servable variant, with a measured report"
-    )
-    from dlproxy.compression import command as compress_command
-
-    compress_command.add_arguments(compress)
-    compress.set_defaults(handler=_run_compress)
-    distill = commands.add_parser(
-        "distill", help="distill the digits teacher into a small student, data-parallel (gloo)"
-    )
-    from dlproxy.compression import distill as distill_command
-
-    distill_command.add_arguments(distill)
-    distill.set_defaults(handler=_run_distill)
+    for name, module, help in TOOLS:
+        _add_tool(commands, name, module, help)
     models = commands.add_parser("models", help="list built-in models; --export to prepare them")
     models.add_argument(
         "--export", nargs="*", metavar="NAME[:VARIANT]", help="load (and export) these"

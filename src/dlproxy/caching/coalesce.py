@@ -1,9 +1,10 @@
 """Single flight: while an item is being computed, identical items wait for that computation.
 
 The first request to miss on a key becomes its leader and registers a future; later ones with the
-same key await it. Every waiter gets the leader's result or the same error. The computation runs
-in a task owned by the coalescer, so a leader that gives up (deadline, disconnect) does not cancel
-it for the others.
+same key await it. Every waiter gets the leader's result or the same error. The coalescer only
+keeps the futures: the computation runs in a task the Gateway owns and awaits shielded
+(``Gateway._infer_items``), so a leader that gives up (deadline, disconnect) does not cancel it
+for the others.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 
 class Coalescer:
+    """The futures of the items in flight, by cache key."""
+
     def __init__(self) -> None:
         self._inflight: dict[bytes, asyncio.Future[Any]] = {}
         self.coalesced = 0

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable
 
+from dlproxy.caching.fifo import FIFO
 
-class LRU:
-    """Evicts the key whose last access is oldest. One ordered dict, oldest first."""
 
-    __slots__ = ("_order",)
+class LRU(FIFO):
+    """Evicts the key whose last access is oldest: FIFO's ordered dict, where a hit moves the key
+    to the young end."""
 
-    def __init__(self, capacity: int) -> None:
-        self._order: OrderedDict[Hashable, None] = OrderedDict()
-
-    def record_insert(self, key: Hashable) -> None:
-        self._order[key] = None
+    __slots__ = ()
 
     def record_hit(self, key: Hashable) -> None:
         self._order.move_to_end(key)
-
-    def record_remove(self, key: Hashable) -> None:
-        del self._order[key]
-
-    def evict(self) -> Hashable:
-        return self._order.popitem(last=False)[0]

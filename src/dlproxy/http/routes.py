@@ -1,8 +1,10 @@
-"""HTTP routes. The two inference routes are plain ASGI (the hot path); the rest is Starlette.
+"""HTTP routes, as listed in ``http/table.py``. The inference routes are plain ASGI (the hot
+path); the rest is Starlette.
 
 Inference: ``POST /v2/models/{m}[/versions/{v}]/infer`` (KServe v2 JSON and binary tensors) and
-``POST /v1/embeddings`` (OpenAI). Each decodes to an InferenceRequest, calls ``Gateway.infer`` and
-encodes the answer; every error is mapped once, in ``http/errors.py``.
+``POST /v1/embeddings`` (OpenAI). ``InferenceApp._infer`` reads a request in four steps (admit,
+decode with the route's codec, ``Gateway.infer``, encode) and answers it exactly once; every
+error is mapped once, in ``http/errors.py``. Other routes answer with ``schemas`` types.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ its pre- and post-processing, and the compression method as its version::
 
     {"model": "minilm", "version": "int8-static", "file": "model.onnx", ...}
 
-A built-in model without an entry in ``FILE_MODELS`` is served as a plain ONNX file under its name.
+Any other model name (a digits student, say) is served as a plain ONNX file under the name and
+version ``dlproxy.json`` gives.
 """
 
 from __future__ import annotations
