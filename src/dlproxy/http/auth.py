@@ -35,7 +35,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dlproxy.errors import DlproxyError, Forbidden, Unauthorized
-from dlproxy.http import codecs
+from dlproxy.http import protocols
 from dlproxy.http.errors import describe
 from dlproxy.http.table import Access, access_for
 
@@ -199,7 +199,7 @@ class AuthGate:
 async def _deny(exc: DlproxyError, path: str, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer a refused request in its protocol's error shape (OpenAI under /v1, else KServe)."""
     status, message, extra = describe(exc)
-    body = codecs.codec_for(path).error(status, message)
+    body = protocols.codec_for(path).error(status, message)
     headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in extra}
     response = Response(body, status, headers, media_type="application/json")
     await response(scope, receive, send)

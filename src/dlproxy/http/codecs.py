@@ -1,7 +1,7 @@
 """Wire formats <-> core types: KServe v2 (JSON and binary tensors) and OpenAI embeddings.
 
-Pure functions with no HTTP framework, so the routes stay thin and these can be fuzzed alone;
-``CODECS`` holds one object per protocol, all the inference route knows of a protocol.
+Pure functions with no HTTP framework, so the routes stay thin and these can be fuzzed alone
+(``protocols.py`` wraps them in one object per protocol).
 Decoders raise only ``BadRequest``, with a message that names the input, what was expected and
 what came. They sit on the hot path: JSON is parsed by msgspec against typed schemas (type checks
 happen in C while parsing), numeric tensors become numpy arrays with one conversion, and binary
@@ -11,10 +11,9 @@ tensors are zero-copy, read-only views of the body.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
 from functools import lru_cache
 from itertools import chain
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 import msgspec
 import numpy as np
@@ -22,7 +21,6 @@ import orjson
 
 from dlproxy import kserve
 from dlproxy.errors import BadRequest
-from dlproxy.http.errors import OPENAI_TYPES
 from dlproxy.types import DTYPES, InferenceRequest, InferenceResponse, datatype_of
 
 MAX_DIMS = 32
@@ -507,77 +505,3 @@ def int_header(value: bytes | None, name: str) -> int | None:
         return int(value)
     except ValueError:
         raise BadRequest(f"header {name} must be an integer, got {value[:40]!r}") from None
-
-
-# --- One codec object per protocol: what the inference route needs to know of it ---------------
-
-JSON = b"application/json"
-OCTET_STREAM = b"application/octet-stream"
-Headers = list[tuple[bytes, bytes]]
-
-
-class Codec(Protocol):
-    """Body -> InferenceRequest -> (answer, its extra headers, its content type); error bodies."""
-
-    protocol: str
-
-    def decode(
-        self, body: bytes, model: str, headers: Mapping[bytes, bytes]
-    ) -> InferenceRequest: ...
-
-    def encode(
-        self, response: InferenceResponse, request: InferenceRequest
-    ) -> tuple[bytes, Headers, bytes]: ...
-
-    def error(self, status: int, message: str) -> bytes: ...
-
-
-class KServeCodec:
-    """KServe v2 / Open Inference Protocol, JSON or with the binary tensor extension."""
-
-    protocol = "kserve"
-
-    def decode(self, body: bytes, model: str, headers: Mapping[bytes, bytes]) -> InferenceRequest:
-        length = headers.get(b"inference-header-content-length")
-        return decode_kserve(body, model, int_header(length, "Inference-Header-Content-Length"))
-
-    def encode(
-        self, response: InferenceResponse, request: InferenceRequest
-    ) -> tuple[bytes, Headers, bytes]:
-        payload, json_length = encode_kserve(response, request)
-        if json_length is None:
-            return payload, [], JSON
-        # Binary outputs follow the JSON (as Triton sends them).
-        return (
-            payload,
-            [(b"inference-header-content-length", str(json_length).encode())],
-            OCTET_STREAM,
-        )
-
-    def error(self, status: int, message: str) -> bytes:
-        return encode_kserve_error(message)
-
-
-class OpenAICodec:
-    """OpenAI ``/v1/embeddings``; errors in OpenAI's shape."""
-
-    protocol = "openai"
-
-    def decode(self, body: bytes, model: str, headers: Mapping[bytes, bytes]) -> InferenceRequest:
-        return decode_openai_embeddings(body)
-
-    def encode(
-        self, response: InferenceResponse, request: InferenceRequest
-    ) -> tuple[bytes, Headers, bytes]:
-        return encode_openai_embeddings(response, request), [], JSON
-
-    def error(self, status: int, message: str) -> bytes:
-        return encode_openai_error(message, OPENAI_TYPES.get(status, "error"), status)
-
-
-CODECS: dict[str, Codec] = {"kserve": KServeCodec(), "openai": OpenAICodec()}
-
-
-def codec_for(path: str) -> Codec:
-    """The protocol a path speaks, for its error bodies: OpenAI under ``/v1``, else KServe."""
-    return CODECS["openai" if path.startswith("/v1/") else "kserve"]

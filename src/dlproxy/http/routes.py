@@ -30,8 +30,9 @@ from dlproxy.errors import BadRequest, PayloadTooLarge
 from dlproxy.gateway import Gateway
 from dlproxy.http import openapi, schemas, table
 from dlproxy.http.auth import Authenticator, AuthGate
-from dlproxy.http.codecs import CODECS, JSON, Codec, int_header
+from dlproxy.http.codecs import int_header
 from dlproxy.http.errors import describe
+from dlproxy.http.protocols import CODECS, JSON, Codec
 from dlproxy.http.ratelimit import RateLimiter
 from dlproxy.logging import access
 from dlproxy.metrics import RequestMetrics, registry_for, stats
