@@ -124,11 +124,18 @@ def split(token_ids: Sequence[Sequence[int]], windowing: Windowing) -> Windows:
     )
 
 
-def pool(vectors: np.ndarray, owner: np.ndarray, weight: np.ndarray, texts: int) -> np.ndarray:
-    """(texts, d) unit vectors: each text's windows averaged by token count, then normalised.
+def pool(
+    vectors: np.ndarray,
+    owner: np.ndarray,
+    weight: np.ndarray,
+    texts: int,
+    normalize: bool = True,
+) -> np.ndarray:
+    """(texts, d) vectors: each text's windows averaged by token count, then normalised (unless
+    the model's vectors are not: ``normalize=False`` keeps the weighted mean).
 
-    A text with one window gets that window's vector back (already a unit vector, it is left as it
-    is, so short texts embed exactly as without chunking).
+    A text with one window gets that window's vector back, so short texts embed exactly as
+    without chunking.
     """
     vectors = np.asarray(vectors, dtype=np.float32)
     counts = np.bincount(owner, minlength=texts)
@@ -140,8 +147,12 @@ def pool(vectors: np.ndarray, owner: np.ndarray, weight: np.ndarray, texts: int)
     weights = np.maximum(weight, 1.0)[:, None]
     sums = np.zeros((texts, vectors.shape[1]), dtype=np.float64)
     np.add.at(sums, owner, vectors * weights)
-    norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    pooled = (sums / np.maximum(norms, 1e-12)).astype(np.float32)
+    if normalize:
+        scale = np.linalg.norm(sums, axis=1, keepdims=True)
+    else:
+        scale = np.zeros((texts, 1), dtype=np.float64)
+        np.add.at(scale, owner, weights)
+    pooled = (sums / np.maximum(scale, 1e-12)).astype(np.float32)
     single = counts[owner] == 1
     pooled[owner[single]] = vectors[single]
     result: np.ndarray = pooled

@@ -1,5 +1,6 @@
 """How a model reference turns into a model: a built-in name (with a variant), a ``dlproxy
-compress`` directory, an ``.onnx`` file, or ``module:Class``."""
+compress`` directory, a sentence-transformers directory (``models/embedder.py``), an ``.onnx``
+file, or ``module:Class``."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def model_name(reference: str) -> str:
         from dlproxy.models.directory import read_metadata
 
         return str(read_metadata(folder)["model"])
+    if _embedding_directory(name):
+        return Path(name).resolve().name.lower()
     if name.endswith(".onnx"):
         return Path(name).stem
     return name.rpartition(":")[2].lower() or name
@@ -48,6 +51,10 @@ def create_model(reference: str, threads: int = 1) -> Model:
         from dlproxy.models.directory import load_directory
 
         return load_directory(folder, threads=threads)
+    if _embedding_directory(name):
+        from dlproxy.models.embedder import EmbeddingDirectory
+
+        return EmbeddingDirectory(Path(name), threads=threads, name=model_name(name))
     if name.endswith(".onnx"):
         from dlproxy.models.onnx import OnnxFileModel
 
@@ -58,7 +65,7 @@ def create_model(reference: str, threads: int = 1) -> Model:
         return PythonClassModel(name)
     raise ValueError(
         f"Unknown model '{reference}': use a built-in name ({', '.join(sorted(BUILTIN))}), "
-        "a path to an .onnx file, or 'module:Class'."
+        "a path to an .onnx file, a sentence-transformers directory, or 'module:Class'."
     )
 
 
@@ -67,3 +74,10 @@ def _compressed_directory(name: str) -> Path | None:
     from dlproxy.models.directory import find_directory
 
     return find_directory(name)
+
+
+def _embedding_directory(name: str) -> bool:
+    """Whether ``name`` is a sentence-transformers directory (see models/embedder.py)."""
+    from dlproxy.models.embedder import is_embedding_directory
+
+    return is_embedding_directory(Path(name))
