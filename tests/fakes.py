@@ -57,8 +57,7 @@ class FakeInstance(BatchedInstance):
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self.spec = SPEC
-        self.batcher.adopt(SPEC)
+        self._adopt(SPEC)
         self.state = "ready"
 
     async def stop(self, drain: bool = True, drain_seconds: float = 30.0) -> None:

@@ -10,6 +10,7 @@ import itertools
 import logging
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import uvicorn
 import zmq.asyncio
@@ -55,25 +56,87 @@ class GatewayServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def build_pools(settings: Settings, context: zmq.asyncio.Context) -> list[InstancePool]:
-    """One pool per model, empty until ``start_pools``; with upstreams, each pool also gets one
-    maker per remote server (weights: local instances first, then the upstreams in order)."""
+@dataclass(frozen=True)
+class Deployment:
+    """One model (version) to serve: what to load, the name and version it is served as, and the
+    settings its instances are made with (a repository model's own, else the server's)."""
+
+    reference: str
+    name: str
+    version: str = ""  # "" for a model served without versions (--model)
+    settings: Settings | None = None
+    initial: int | None = None  # instances to start with, when the model sets its own
+    default: bool = True
+
+
+def deployments(settings: Settings) -> list[Deployment]:
+    """The ``--model`` references, then every version a repository entry serves. Entries that
+    cannot be served are logged with their reason and left out (the others serve)."""
+    found = [Deployment(reference, model_name(reference)) for reference in settings.models]
+    if settings.model_repository is None:
+        return found
+    from dlproxy.models import repository
+
+    for entry in repository.scan(settings.model_repository):
+        for version in entry.versions:
+            if version.error:
+                log.warning(
+                    "model repository: %s version %s: %s", entry.name, version.number, version.error
+                )
+        if entry.error or not entry.served:
+            log.warning(
+                "model repository: %s is not served: %s",
+                entry.name,
+                entry.error or "no servable version",
+            )
+            continue
+        if any(d.name == entry.name for d in found):
+            raise ValueError(f"model '{entry.name}' is both a --model and in the model repository")
+        try:
+            own = Settings.model_validate({**settings.model_dump(), **entry.settings})
+        except ValueError as exc:
+            log.warning("model repository: %s is not served: its config: %s", entry.name, exc)
+            continue
+        references = {v.number: v.reference for v in entry.versions}
+        for number in entry.served:
+            found.append(
+                Deployment(
+                    references[number],
+                    entry.name,
+                    number,
+                    own,
+                    entry.settings.get("instances"),
+                    number == entry.default,
+                )
+            )
+    return found
+
+
+def build_pools(
+    settings: Settings, context: zmq.asyncio.Context, models: list[Deployment] | None = None
+) -> list[InstancePool]:
+    """One pool per model version, empty until ``start_pools``; with upstreams, each pool also
+    gets one maker per remote server (weights: local instances first, then the upstreams)."""
     pools = []
     client = UpstreamClient()  # one HTTP session for every upstream, opened when one starts
     upstream_weights = (settings.weights or [])[settings.instances or 0 :]
     numbers = itertools.count(1)
-    for reference in settings.models:
-        weights = iter(settings.weights or [])
+    for deployment in deployments(settings) if models is None else models:
+        own = deployment.settings or settings
+        weights = iter(own.weights or [])
+        served_as = (deployment.name, deployment.version) if deployment.version else None
 
         def factory(
             on_failure: FailureHandler,
-            reference: str = reference,
+            deployment: Deployment = deployment,
+            own: Settings = own,
             weights: Iterator[float] = weights,
+            served_as: tuple[str, str] | None = served_as,
         ) -> Instance:
             options = instance_options(
-                settings, next(weights, 1.0), instance_name(settings, next(numbers))
+                own, next(weights, 1.0), instance_name(settings, next(numbers)), served_as=served_as
             )
-            return build_instance(settings, context, reference, options, on_failure)
+            return build_instance(own, context, deployment.reference, options, on_failure)
 
         remotes = [
             functools.partial(
@@ -86,14 +149,28 @@ def build_pools(settings: Settings, context: zmq.asyncio.Context) -> list[Instan
             for i, url in enumerate(settings.upstreams)
         ]
         pool = InstancePool(
-            model_name(reference), create_policy(settings.policy), factory, remotes=remotes
+            deployment.name,
+            create_policy(own.policy),
+            factory,
+            remotes=remotes,
+            version=deployment.version,
+            initial=deployment.initial,
         )
         pools.append(pool)
     return pools
 
 
+def default_versions(models: list[Deployment]) -> dict[str, str]:
+    """The version each model's plain routes reach."""
+    return {d.name: d.version for d in models if d.default}
+
+
 def instance_options(
-    settings: Settings, weight: float, name: str | None, depth: int | None = None
+    settings: Settings,
+    weight: float,
+    name: str | None,
+    depth: int | None = None,
+    served_as: tuple[str, str] | None = None,
 ) -> InstanceOptions:
     """What every kind of instance takes from the settings: queue, batching, failure timeouts."""
     return InstanceOptions(
@@ -106,6 +183,7 @@ def instance_options(
         max_queue_wait=settings.max_queue_wait_ms / 1000 if settings.max_queue_wait_ms else None,
         hang_timeout=settings.hang_timeout_s,
         heartbeat_timeout=settings.heartbeat_timeout_s,
+        served_as=served_as,
     )
 
 
@@ -267,7 +345,11 @@ async def start_pools(pools: list[InstancePool], instances: int) -> None:
     """Start every instance of every model at once, local workers and remote servers; each takes
     traffic as soon as it is ready."""
     await asyncio.gather(
-        *(pool.add() for pool in pools for _ in range(instances)),
+        *(
+            pool.add()
+            for pool in pools
+            for _ in range(instances if pool.initial is None else pool.initial)
+        ),
         *(pool.attach(make(pool)) for pool in pools for make in pool.remotes),
     )
 
@@ -277,13 +359,18 @@ async def serve(settings: Settings) -> None:
     settings = settings.resolved()
     connect_backend(settings)
     context = zmq.asyncio.Context()
-    pools = build_pools(settings, context)
+    try:
+        models = deployments(settings)
+    except ValueError as exc:  # a missing repository, or one name served twice
+        raise SystemExit(f"dlproxy serve: {exc}") from None
+    pools = build_pools(settings, context, models)
     gateway = Gateway(
         pools,
         Limits(settings.max_items, settings.max_text_bytes),
         build_cache(settings),
         settings.coalesce,
         hedge_after=settings.hedge_ms / 1000 if settings.hedge_ms else None,
+        defaults=default_versions(models),
     )
     limiter = (
         RateLimiter(settings.rate_limit, settings.rate_burst or max(1.0, settings.rate_limit))

@@ -22,6 +22,12 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="model to serve (repeatable); default minilm",
     )
     parser.add_argument(
+        "--model-repository",
+        type=Path,
+        metavar="DIR",
+        help="serve every model of DIR/<name>/<version>/ (config.json per model)",
+    )
+    parser.add_argument(
         "--instances", type=int, help="worker processes per model (default: from cores)"
     )
     parser.add_argument(

@@ -55,8 +55,17 @@ class Gateway:
         coalesce: bool = True,
         retry_budget: RetryBudget | None = None,
         hedge_after: float | None = None,
+        defaults: dict[str, str] | None = None,
     ) -> None:
-        self.pools = {pool.name: pool for pool in pools}
+        self.versions: dict[str, dict[str, InstancePool]] = {}
+        for pool in pools:
+            self.versions.setdefault(pool.name, {})[pool.version] = pool
+        defaults = defaults or {}
+        # The default version of each model: what the plain routes, metrics and scaling see.
+        self.pools = {
+            name: versions[defaults.get(name, max(versions, key=_version_order))]
+            for name, versions in self.versions.items()
+        }
         self.limits = limits
         self.cache = cache
         self.coalescer = Coalescer() if coalesce else None
@@ -70,18 +79,33 @@ class Gateway:
 
     @property
     def ready(self) -> bool:
-        return self.started and all(pool.ready for pool in self.pools.values())
+        return self.started and all(pool.ready for pool in self.all_pools())
 
-    def pool(self, model: str) -> InstancePool:
+    def all_pools(self) -> list[InstancePool]:
+        """Every version of every model."""
+        return [pool for versions in self.versions.values() for pool in versions.values()]
+
+    def pool(self, model: str, version: str = "") -> InstancePool:
+        """The pool of ``model`` (its default version, or ``version``). A model served without
+        versions (``--model``) answers every version, as it did before versions existed."""
         try:
-            return self.pools[model]
+            versions = self.versions[model]
         except KeyError:
             served = ", ".join(sorted(self.pools)) or "none"
             raise ModelNotFound(f"model '{model}' is not served here (served: {served})") from None
+        if not version or list(versions) == [""]:
+            return self.pools[model]
+        try:
+            return versions[version]
+        except KeyError:
+            have = ", ".join(sorted(versions, key=_version_order))
+            raise ModelNotFound(
+                f"model '{model}' has no version '{version}' served (served: {have})"
+            ) from None
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         """The whole pipeline for one request: validate, cache, coalesce, compute, store."""
-        pool = self.pool(request.model)
+        pool = self.pool(request.model, request.version)
         self.arrivals[request.model] += 1
         spec = pool.spec
         if spec is None:
@@ -237,7 +261,7 @@ class Gateway:
 
     async def close(self) -> None:
         """Stop instances (draining them), then flush the cache."""
-        await asyncio.gather(*(pool.close() for pool in self.pools.values()))
+        await asyncio.gather(*(pool.close() for pool in self.all_pools()))
         if self.cache is not None:
             await self.cache.close()
 
@@ -246,6 +270,11 @@ def _settle(task: asyncio.Future[Any]) -> None:
     """Mark an owned task's error as seen: its awaiter may have left (deadline, disconnect)."""
     if not task.cancelled():
         task.exception()
+
+
+def _version_order(version: str) -> tuple[int, str]:
+    """Versions in order: numbers numerically (2 before 10), others after, by name."""
+    return (int(version), "") if version.isdigit() else (1 << 62, version)
 
 
 Row = dict[str, np.ndarray]
@@ -267,6 +296,7 @@ def _select(request: InferenceRequest, indexes: list[int]) -> InferenceRequest:
         request.outputs,
         request.session_key,
         request.deadline,
+        request.version,
     )
 
 

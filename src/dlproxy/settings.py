@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     """Port to listen on."""
     models: list[str] = Field(default_factory=lambda: ["minilm"])
     """Models to serve: built-in ``name[:variant]``, a path to an ``.onnx`` file, or ``module:Class``."""
+    model_repository: Path | None = None
+    """A model repository, ``DIR/<name>/<version>/`` (``models/repository.py``): every model in it
+    is served, each version its policy names, with the settings of its ``config.json``. Without
+    ``models`` given, only the repository's models are served."""
     instances: int | None = None
     """Worker processes per model; default: chosen from the core count (see ``resolved``)."""
     threads: int | None = None
@@ -211,7 +215,10 @@ class Settings(BaseSettings):
             )
         processes = instances * self.gateways * self.pipeline_stages  # each stage is a process
         threads = self.threads or max(1, cores // max(1, processes))
-        return self.model_copy(update={"instances": instances, "threads": threads})
+        update: dict[str, Any] = {"instances": instances, "threads": threads}
+        if self.model_repository is not None and "models" not in self.model_fields_set:
+            update["models"] = []  # the repository's models only
+        return self.model_copy(update=update)
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

@@ -86,6 +86,7 @@ class InferenceRequest:
     outputs: list[str] | None = None
     session_key: str | None = None
     deadline: float | None = None
+    version: str = ""  # a version of the model (the versioned routes); "" is its default
     _digest: bytes | None = None
 
     def digest(self) -> bytes:

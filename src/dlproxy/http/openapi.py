@@ -168,7 +168,10 @@ def _path_parameters(models: Sequence[str], versioned: bool) -> list[Schema]:
                 "name": "version",
                 "in": "path",
                 "required": True,
-                "description": "Accepted for compatibility; every model serves one version.",
+                "description": (
+                    "A version the model serves (a repository model: those its version "
+                    "policy names); a model served with --model answers every version."
+                ),
                 "schema": {"type": "string", "minLength": 1},
             }
         )

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from dlproxy import __version__, kserve
-from dlproxy.errors import BadRequest, PayloadTooLarge
+from dlproxy.errors import BadRequest, ModelNotFound, PayloadTooLarge
 from dlproxy.gateway import Gateway
 from dlproxy.http import openapi, schemas, table
 from dlproxy.http.auth import Authenticator, AuthGate
@@ -73,13 +73,20 @@ class InferenceApp:
         if scope["type"] == "http" and scope["method"] == "POST":
             found = table.hot(scope["path"])
             if found is not None:
-                endpoint, model = found
-                await self._infer(scope, receive, send, CODECS[endpoint.protocol or ""], model)
+                endpoint, model, version = found
+                codec = CODECS[endpoint.protocol or ""]
+                await self._infer(scope, receive, send, codec, model, version)
                 return
         await self.other(scope, receive, send)
 
     async def _infer(
-        self, scope: Scope, receive: Receive, send: Send, codec: Codec, model: str
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        codec: Codec,
+        model: str,
+        version: str = "",
     ) -> None:
         """One inference request, answered exactly once: admit, read, decode, infer, encode."""
         started = time.perf_counter()
@@ -90,6 +97,7 @@ class InferenceApp:
             self._admit(scope, headers)
             body = await self._read_body(headers, receive)
             request = self._request(codec, body, model, headers, request_id)
+            request.version = version
             response = await self.gateway.infer(request)
             payload, extra, content_type = codec.encode(response, request)
             extra += [
@@ -236,21 +244,20 @@ def build_starlette(gateway: Gateway, metrics: RequestMetrics, auth: Authenticat
 
     async def model_metadata(request: Request) -> Response:
         name = request.path_params["model"]
-        pool = gateway.pools.get(name)
-        if pool is None:
-            return error(
-                404,
-                f"model '{name}' is not served here (served: {', '.join(sorted(gateway.pools))})",
-            )
+        try:
+            pool = gateway.pool(name, request.path_params.get("version", ""))
+        except ModelNotFound as exc:
+            return error(404, str(exc))
         if pool.spec is None:
             return error(503, f"model '{name}' is still loading")
         return StructResponse(msgspec.convert(kserve.metadata_of(pool.spec), schemas.ModelMetadata))
 
     async def model_ready(request: Request) -> Response:
         name = request.path_params["model"]
-        pool = gateway.pools.get(name)
-        if pool is None:
-            return error(404, f"model '{name}' is not served here")
+        try:
+            pool = gateway.pool(name, request.path_params.get("version", ""))
+        except ModelNotFound as exc:
+            return error(404, str(exc))
         return StructResponse(schemas.ModelReady(name, pool.ready), 200 if pool.ready else 503)
 
     async def openai_models(request: Request) -> Response:

@@ -88,15 +88,16 @@ def find(path: str) -> Endpoint | None:
     return next((e for e in _PATTERNS if e.pattern.match(path)), None)
 
 
-def hot(path: str) -> tuple[Endpoint, str] | None:
-    """The inference endpoint of a POST path and the model it names ("" when the body does)."""
+def hot(path: str) -> tuple[Endpoint, str, str] | None:
+    """The inference endpoint of a POST path, the model it names ("" when the body does) and the
+    version ("" for the model's default)."""
     endpoint = _HOT_EXACT.get(path)
     if endpoint is not None:
-        return endpoint, ""
+        return endpoint, "", ""
     for endpoint in _HOT_PATTERNS:
         match = endpoint.pattern.match(path)
         if match is not None:
-            return endpoint, match["model"]
+            return endpoint, match["model"], match.groupdict().get("version") or ""
     return None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from dlproxy import protocol
@@ -43,6 +43,8 @@ class InstanceOptions:
     start_timeout: float = 300.0
     hang_timeout: float = 30.0
     heartbeat_timeout: float = 5.0
+    served_as: tuple[str, str] | None = None
+    """The name and version the model is served as (a repository entry), else its own."""
 
 
 class Instance(Protocol):
@@ -108,6 +110,15 @@ class BatchedInstance:
         self, inputs: dict[str, Any], parameters: dict[str, Any]
     ) -> asyncio.Future[protocol.Result | protocol.Failure]:
         raise NotImplementedError
+
+    def _adopt(self, spec: ModelSpec) -> None:
+        """Take the model's spec once it is loaded (under the name and version it is served as),
+        before any request: the batcher learns its units and batch bound."""
+        if self.options.served_as is not None:
+            name, version = self.options.served_as
+            spec = replace(spec, name=name, version=version)
+        self.spec = spec
+        self.batcher.adopt(spec)
 
     @property
     def latency_ewma(self) -> float:

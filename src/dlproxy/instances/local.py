@@ -92,8 +92,7 @@ class LocalInstance(BatchedInstance):
             codes = [p.returncode for p in self._processes]
             await self._kill()
             raise RuntimeError(f"instance of '{self.reference}' did not start (exit codes {codes})")
-        self.spec = self._channel.ready.result().spec
-        self.batcher.adopt(self.spec)  # before any request: no await since it became ready
+        self._adopt(self._channel.ready.result().spec)  # no await since it became ready
         self.state = "ready"
         self._watch = asyncio.create_task(self._watch_process(), name=f"watch {self.id}")
         self._watchdog = asyncio.create_task(self._watch_liveness(), name=f"watchdog {self.id}")

@@ -30,8 +30,12 @@ class InstancePool:
         factory: Callable[[FailureHandler], Instance],
         restart_delay: float = 0.5,
         remotes: Sequence[Callable[[InstancePool], Instance]] = (),
+        version: str = "",
+        initial: int | None = None,
     ) -> None:
         self.name = name
+        self.version = version  # "" for a model served without versions (--model)
+        self.initial = initial  # instances to start with; None: the server's count
         self.policy = policy
         self.instances: list[Instance] = []
         self.remotes = tuple(remotes)  # remote servers, built for this pool and attached at start

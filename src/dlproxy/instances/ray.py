@@ -170,8 +170,7 @@ class RayInstance(BatchedInstance):
         message = protocol.decode_from_worker(ready)
         assert isinstance(message, protocol.Ready)
         self.pid = message.pid
-        self.spec = message.spec
-        self.batcher.adopt(self.spec)
+        self._adopt(message.spec)
         self.node = node_name or self.node_id
         self.state = "ready"
         self._watchdog = asyncio.create_task(self._watch(), name=f"watchdog {self.id}")

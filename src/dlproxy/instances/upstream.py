@@ -144,8 +144,7 @@ class UpstreamInstance(BatchedInstance):
                     f"in {self.options.start_timeout:.0f} s"
                 ) from None
             raise
-        self.spec = kserve.spec_of(self.model, metadata)
-        self.batcher.adopt(self.spec)  # it would refuse bigger batches
+        self._adopt(kserve.spec_of(self.model, metadata))  # it would refuse bigger batches
         self._healthy = True
         self._phase = "running"
         self._health = asyncio.create_task(self._check_health(), name=f"health {self.id}")

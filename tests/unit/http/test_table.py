@@ -44,6 +44,8 @@ def test_the_hot_path_finds_the_inference_routes_and_their_model(
 ) -> None:
     match = table.hot(path)
     assert (None if match is None else (match[0].protocol, match[1])) == found
+    if path.endswith("/versions/3/infer"):
+        assert match is not None and match[2] == "3"
 
 
 def test_every_schema_is_used_and_every_reference_resolves() -> None:

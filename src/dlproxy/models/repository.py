@@ -1,0 +1,174 @@
+"""A model repository: ``DIR/<name>/<version>/``, the layout Triton users know.
+
+Each model is a folder; each numeric subfolder is a version, holding anything ``--model`` takes:
+
+- ``model.onnx``, an ONNX graph;
+- ``dlproxy.json`` (+ its graph), a ``dlproxy compress`` output;
+- ``modules.json`` (+ tokenizer, pooling, ``onnx/model.onnx``), a sentence-transformers directory;
+- ``model.json``, ``{"model": "<any --model reference>"}`` (a built-in such as ``minilm:int8``, or
+  ``package.module:Class``); a relative path in it is read from the version folder.
+
+``DIR/<name>/config.json`` (optional) sets the model's ``version_policy`` (``{"latest": N}``,
+Triton's default ``{"latest": 1}``; ``{"all": true}``; ``{"specific": ["1", "3"]}``), its
+``default_version`` (else the newest served), and serving settings of its own (``MODEL_SETTINGS``)
+that override the server's for this model only.
+
+Scanning never raises for a bad entry: it is reported with its reason (``Entry.error``) and the
+other models are served. Nothing outside the repository is read: a name, a version or a path in
+``model.json`` that resolves outside ``DIR`` (``..``, a symlink out) is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG = "config.json"
+MODEL_SETTINGS = frozenset(
+    {
+        "instances",
+        "threads",
+        "policy",
+        "weights",
+        "max_batch",
+        "max_delay_ms",
+        "batching",
+        "slo_ms",
+        "pipeline_depth",
+        "max_queue",
+        "max_queue_wait_ms",
+        "hang_timeout_s",
+    }
+)
+"""Settings a model's config may set for itself (the rest are the server's)."""
+
+
+@dataclass(frozen=True)
+class Version:
+    """One version folder: what to serve (a ``--model`` reference), or why it cannot be."""
+
+    number: str
+    reference: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One model of the repository: its versions, which of them to serve, and its settings."""
+
+    name: str
+    versions: tuple[Version, ...] = ()
+    served: tuple[str, ...] = ()
+    default: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+def scan(root: Path) -> list[Entry]:
+    """Every model folder of ``root``, by name; bad ones carry their reason."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"model repository {root} is not a directory")
+    base = root.resolve()
+    entries = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            entries.append(read_entry(base, folder))
+        except ValueError as exc:
+            entries.append(Entry(folder.name, error=str(exc)))
+    return entries
+
+
+def read_entry(base: Path, folder: Path) -> Entry:
+    """One model folder; ValueError when the model as a whole cannot be served."""
+    _inside(base, folder)
+    config = _read_json(folder / CONFIG) if (folder / CONFIG).is_file() else {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{folder / CONFIG} must hold an object")
+    unknown = set(config) - MODEL_SETTINGS - {"version_policy", "default_version"}
+    if unknown:
+        raise ValueError(
+            f"{folder / CONFIG}: unknown key(s) {sorted(unknown)}; a model may set "
+            f"version_policy, default_version and {', '.join(sorted(MODEL_SETTINGS))}"
+        )
+    numbers = sorted((p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=int)
+    if not numbers:
+        raise ValueError(f"{folder} has no version folder (1/, 2/, ...)")
+    versions = tuple(_version(base, folder / number) for number in numbers)
+    servable = [v.number for v in versions if not v.error]
+    served = _policy(config.get("version_policy", {"latest": 1}), servable, folder)
+    default = str(config.get("default_version") or (served[-1] if served else ""))
+    if default and default not in served:
+        raise ValueError(
+            f"{folder / CONFIG}: default_version {default} is not among the versions served "
+            f"({', '.join(served) or 'none'})"
+        )
+    settings = {k: v for k, v in config.items() if k in MODEL_SETTINGS}
+    return Entry(folder.name, versions, tuple(served), default, settings)
+
+
+def _version(base: Path, folder: Path) -> Version:
+    try:
+        _inside(base, folder)
+        return Version(folder.name, _reference(base, folder))
+    except ValueError as exc:
+        return Version(folder.name, error=str(exc))
+
+
+def _reference(base: Path, folder: Path) -> str:
+    """What in a version folder ``--model`` would take."""
+    if (folder / "model.json").is_file():
+        described = _read_json(folder / "model.json")
+        reference = described.get("model") if isinstance(described, dict) else None
+        if not isinstance(reference, str) or not reference:
+            raise ValueError(f'{folder / "model.json"} must be {{"model": "<reference>"}}')
+        if reference.endswith(".onnx") or "/" in reference:
+            return str(_inside(base, folder / reference))
+        return reference
+    for marker in ("dlproxy.json", "modules.json"):
+        if (folder / marker).is_file():
+            return str(folder)
+    if (folder / "model.onnx").is_file():
+        return str(_inside(base, folder / "model.onnx"))
+    raise ValueError(
+        f"{folder} holds nothing to serve: put model.onnx, a dlproxy compress output, a "
+        "sentence-transformers directory, or model.json naming a model"
+    )
+
+
+def _policy(policy: Any, servable: list[str], folder: Path) -> list[str]:
+    """The versions a version policy serves, oldest first."""
+    if not isinstance(policy, dict) or len(policy) != 1:
+        raise ValueError(
+            f'{folder / CONFIG}: version_policy must be {{"latest": N}}, {{"all": true}} or '
+            f'{{"specific": ["1", ...]}}, got {policy!r}'
+        )
+    ((kind, value),) = policy.items()
+    if kind == "latest" and type(value) is int and value >= 1:
+        return servable[-value:]
+    if kind == "all" and value is True:
+        return servable
+    if kind == "specific" and isinstance(value, list):
+        wanted = [str(v) for v in value]
+        missing = [v for v in wanted if v not in servable]
+        if missing:
+            raise ValueError(f"{folder}: version(s) {missing} asked for are missing or broken")
+        return sorted(wanted, key=int)
+    raise ValueError(f"{folder / CONFIG}: version_policy {policy!r} is not understood")
+
+
+def _inside(base: Path, path: Path) -> Path:
+    """``path`` resolved (symlinks followed), if it is inside the repository."""
+    resolved = path.resolve()
+    if resolved != base and base not in resolved.parents:
+        raise ValueError(f"{path} leads outside the model repository ({base}): refused")
+    return resolved
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} cannot be read: {exc}") from None
