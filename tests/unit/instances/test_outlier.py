@@ -168,6 +168,7 @@ class FailingInstance:
 
 class FakePool:
     name = "m"
+    version = ""
     spec = ModelSpec("m", "1", "python", (), (), 0)
 
     def __init__(self, *instances: FailingInstance) -> None:
