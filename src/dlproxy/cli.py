@@ -28,6 +28,11 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve every model of DIR/<name>/<version>/ (config.json per model)",
     )
     parser.add_argument(
+        "--model-control",
+        choices=["all", "explicit"],
+        help="with a repository: load all models at start (default), or only on a load call",
+    )
+    parser.add_argument(
         "--instances", type=int, help="worker processes per model (default: from cores)"
     )
     parser.add_argument(

@@ -81,6 +81,20 @@ class Gateway:
     def ready(self) -> bool:
         return self.started and all(pool.ready for pool in self.all_pools())
 
+    def install(self, model: str, pools: list[InstancePool], default: str) -> list[InstancePool]:
+        """Serve ``pools`` (started, every one a version of ``model``) from now on, ``default``
+        on the plain routes; returns the pools they replace, for the caller to drain."""
+        old = list(self.versions.get(model, {}).values())
+        self.versions[model] = {pool.version: pool for pool in pools}
+        self.pools[model] = self.versions[model][default]
+        return old
+
+    def uninstall(self, model: str) -> list[InstancePool] | None:
+        """Stop serving ``model`` (new requests get 404 at once); its pools, to drain, or None."""
+        self.pools.pop(model, None)
+        versions = self.versions.pop(model, None)
+        return None if versions is None else list(versions.values())
+
     def all_pools(self) -> list[InstancePool]:
         """Every version of every model."""
         return [pool for versions in self.versions.values() for pool in versions.values()]

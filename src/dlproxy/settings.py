@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     """A model repository, ``DIR/<name>/<version>/`` (``models/repository.py``): every model in it
     is served, each version its policy names, with the settings of its ``config.json``. Without
     ``models`` given, only the repository's models are served."""
+    model_control: Literal["all", "explicit"] = "all"
+    """With a repository: ``all`` loads every model at start, ``explicit`` none (each loads on
+    ``POST /v2/repository/models/{m}/load``); both take load and unload calls."""
     instances: int | None = None
     """Worker processes per model; default: chosen from the core count (see ``resolved``)."""
     threads: int | None = None

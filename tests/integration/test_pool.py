@@ -9,7 +9,7 @@ import signal
 import numpy as np
 import zmq.asyncio
 
-from dlproxy.app import build_pools, start_pools
+from dlproxy.assembly import build_pools, start_pools
 from dlproxy.gateway import Gateway, Limits
 from dlproxy.settings import Settings
 from dlproxy.types import InferenceRequest

@@ -20,7 +20,8 @@ import zmq.asyncio
 
 ray = pytest.importorskip("ray")
 
-from dlproxy.app import build_pools, connect_backend, start_pools  # noqa: E402
+from dlproxy.app import connect_backend  # noqa: E402
+from dlproxy.assembly import build_pools, start_pools  # noqa: E402
 from dlproxy.bench.cluster import LocalRayCluster  # noqa: E402
 from dlproxy.gateway import Gateway, Limits  # noqa: E402
 from dlproxy.settings import Settings  # noqa: E402

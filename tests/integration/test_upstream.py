@@ -22,7 +22,7 @@ import zmq.asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: serving
 
-from dlproxy.app import build_pools, start_pools
+from dlproxy.assembly import build_pools, start_pools
 from dlproxy.errors import BadRequest, ModelError
 from dlproxy.gateway import Gateway, Limits
 from dlproxy.instances.upstream import UpstreamInstance

@@ -8,7 +8,7 @@ import socket
 import pytest
 from pydantic import ValidationError
 
-from dlproxy.app import instance_name
+from dlproxy.assembly import instance_name
 from dlproxy.listen import reuse_port_socket
 from dlproxy.settings import Settings, usable_cores
 

@@ -324,7 +324,39 @@ def _scale(endpoint: Endpoint, models: Sequence[str]) -> Schema:
     }
 
 
+def _repository_change(summary: str) -> Operation:
+    def operation(endpoint: Endpoint, models: Sequence[str]) -> Schema:
+        return {
+            "summary": summary,
+            "parameters": _path_parameters(models, False),
+            "requestBody": {
+                "required": False,
+                "content": {"application/json": {"schema": _ref("RepositoryLoadRequest")}},
+            },
+            "responses": {"200": {"description": "Done."}, **_errors((400, 401, 403, 404))},
+        }
+
+    return operation
+
+
 _OPERATIONS: dict[str, Operation] = {
+    "repository_index": lambda endpoint, models: {
+        "summary": "The models of the repository and their state (KServe v2 repository extension).",
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": _ref("RepositoryIndexRequest")}},
+        },
+        "responses": {
+            "200": _json({"type": "array", "items": _ref("RepositoryModel")}, "The models."),
+            **_errors((400, 401, 403)),
+        },
+    },
+    "repository_load": _repository_change(
+        "(Re)load a model from the repository: its versions warm up, then take traffic."
+    ),
+    "repository_unload": _repository_change(
+        "Unload a model: new requests get 404 at once, what it holds finishes."
+    ),
     "live": _fixed("Liveness.", {"200": _json(_ref("Live"), "Live.")}),
     "ready": _fixed(
         "Readiness: every model has a ready instance.",

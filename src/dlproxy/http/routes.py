@@ -13,8 +13,9 @@ import asyncio
 import itertools
 import os
 import time
+from collections.abc import Sequence
 from importlib.resources import files
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import orjson
@@ -59,6 +60,7 @@ class InferenceApp:
         access_log: bool = False,
         metrics: RequestMetrics | None = None,
         auth: Authenticator | None = None,
+        repository: RepositoryControl | None = None,
     ) -> None:
         self.gateway = gateway
         self.max_body_bytes = max_body_bytes
@@ -67,7 +69,8 @@ class InferenceApp:
         self.limiter = limiter
         self.access_log = access_log
         self.auth = auth or Authenticator()
-        self.other = AuthGate(build_starlette(gateway, self.metrics, self.auth), self.auth)
+        starlette = build_starlette(gateway, self.metrics, self.auth, repository)
+        self.other = AuthGate(starlette, self.auth)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -225,8 +228,23 @@ class StructResponse(Response):
         return msgspec.json.encode(content)
 
 
-def build_starlette(gateway: Gateway, metrics: RequestMetrics, auth: Authenticator) -> Starlette:
-    """The non-hot routes: health, metadata, model lists, admin."""
+class RepositoryControl(Protocol):
+    """What the repository routes call (``lifecycle.ModelControl``), given by the app."""
+
+    def index(self) -> Sequence[Any]: ...
+
+    async def load(self, name: str) -> None: ...
+
+    async def unload(self, name: str) -> None: ...
+
+
+def build_starlette(
+    gateway: Gateway,
+    metrics: RequestMetrics,
+    auth: Authenticator,
+    repository: RepositoryControl | None = None,
+) -> Starlette:
+    """The non-hot routes: health, metadata, model lists, admin, the model repository."""
 
     def error(status: int, message: str) -> Response:
         return StructResponse(schemas.Error(message), status_code=status)
@@ -306,6 +324,53 @@ def build_starlette(gateway: Gateway, metrics: RequestMetrics, auth: Authenticat
         ]
         return StructResponse(rows)
 
+    async def repository_index(request: Request) -> Response:
+        """Every model of the repository and its state (without one: the models served)."""
+        try:
+            wanted = msgspec.json.decode(
+                await request.body() or b"{}", type=schemas.RepositoryIndexRequest
+            )
+        except msgspec.DecodeError as exc:
+            return error(400, f"invalid repository index request: {exc}")
+        if repository is None:
+            rows = [
+                schemas.RepositoryModel(
+                    name, "READY" if pool.ready else "UNAVAILABLE", version=version
+                )
+                for name, versions in gateway.versions.items()
+                for version, pool in versions.items()
+            ]
+        else:
+            rows = [
+                msgspec.convert(row, schemas.RepositoryModel, from_attributes=True)
+                for row in repository.index()
+            ]
+        return StructResponse([r for r in rows if r.state == "READY" or not wanted.ready])
+
+    async def repository_change(request: Request, load: bool) -> Response:
+        name = request.path_params["model"]
+        try:
+            msgspec.json.decode(await request.body() or b"{}", type=schemas.RepositoryLoadRequest)
+        except msgspec.DecodeError as exc:
+            return error(
+                400, f"invalid request: {exc} (a config or files override is not supported)"
+            )
+        if repository is None:
+            return error(
+                400, "this server has no model repository: start it with --model-repository DIR"
+            )
+        try:
+            await (repository.load(name) if load else repository.unload(name))
+        except (BadRequest, ModelNotFound) as exc:
+            return error(400 if isinstance(exc, BadRequest) else 404, str(exc))
+        return Response(b"", 200)
+
+    async def repository_load(request: Request) -> Response:
+        return await repository_change(request, load=True)
+
+    async def repository_unload(request: Request) -> Response:
+        return await repository_change(request, load=False)
+
     registry = registry_for(gateway, metrics)
 
     async def prometheus(request: Request) -> Response:
@@ -352,6 +417,9 @@ def build_starlette(gateway: Gateway, metrics: RequestMetrics, auth: Authenticat
         "model_ready": model_ready,
         "openai_models": openai_models,
         "admin_instances": admin_instances,
+        "repository_index": repository_index,
+        "repository_load": repository_load,
+        "repository_unload": repository_unload,
         "admin_scale": admin_scale,
         "prometheus": prometheus,
         "stats": stats_json,

@@ -114,6 +114,25 @@ class Scaled(msgspec.Struct):
     instances: int
 
 
+class RepositoryModel(msgspec.Struct, omit_defaults=True):
+    """One row of ``POST /v2/repository/index`` (the KServe v2 repository extension)."""
+
+    name: str
+    state: Literal["READY", "LOADING", "UNAVAILABLE"]
+    version: str = ""
+    reason: str = ""
+
+
+class RepositoryIndexRequest(msgspec.Struct):
+    ready: bool = False  # only the ready ones
+
+
+class RepositoryLoadRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """``load`` and ``unload`` bodies; a config or files override is not supported."""
+
+    parameters: dict[str, bool | int | str] = {}
+
+
 class Stats(msgspec.Struct):
     """``GET /stats``: the figures of ``/metrics`` as JSON (see ``metrics.stats``)."""
 
@@ -185,6 +204,9 @@ DOCUMENTED: tuple[type[msgspec.Struct], ...] = (
     Scale,
     Scaled,
     Stats,
+    RepositoryModel,
+    RepositoryIndexRequest,
+    RepositoryLoadRequest,
     InferResponse,
     EmbeddingsRequest,
     EmbeddingsResponse,

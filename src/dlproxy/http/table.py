@@ -66,6 +66,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *_versions("/v2/models/{model}/infer", "infer", method="POST", protocol="kserve"),
     Endpoint("/v1/embeddings", "embeddings", method="POST", protocol="openai"),
     Endpoint("/v1/models", "openai_models"),
+    Endpoint("/v2/repository/index", "repository_index", method="POST", access=Access.ADMIN),
+    Endpoint(
+        "/v2/repository/models/{model}/load", "repository_load", method="POST", access=Access.ADMIN
+    ),
+    Endpoint(
+        "/v2/repository/models/{model}/unload",
+        "repository_unload",
+        method="POST",
+        access=Access.ADMIN,
+    ),
     Endpoint("/admin/instances", "admin_instances", access=Access.ADMIN),
     Endpoint("/admin/models/{model}/scale", "admin_scale", method="POST", access=Access.ADMIN),
     Endpoint("/metrics", "prometheus", access=Access.OPEN),
@@ -107,7 +117,7 @@ def access_for(path: str) -> Access:
     endpoint = find(path)
     if endpoint is not None:
         return endpoint.access
-    if path == "/admin" or path.startswith("/admin/"):
+    if path == "/admin" or path.startswith(("/admin/", "/v2/repository/")):
         return Access.ADMIN
     if path.startswith("/dashboard/"):
         return Access.OPEN

@@ -91,6 +91,9 @@ class LocalInstance(BatchedInstance):
         if self._channel.ready not in done:
             codes = [p.returncode for p in self._processes]
             await self._kill()
+            self.state = "failed"
+            # Its socket too: an open socket would block the zmq context's term() at shutdown.
+            await self._channel.close()
             raise RuntimeError(f"instance of '{self.reference}' did not start (exit codes {codes})")
         self._adopt(self._channel.ready.result().spec)  # no await since it became ready
         self.state = "ready"

@@ -1,0 +1,124 @@
+"""The KServe v2 repository extension driven by the unmodified tritonclient: index, load and
+unload at run time; a reload swaps versions under load without a failed request; a version that
+fails to load leaves the previous one serving; unloading answers 404 at once."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+from serving import Server
+
+
+def version(root: Path, name: str, number: str, model: str = "echo") -> Path:
+    folder = root / name / number
+    folder.mkdir(parents=True)
+    (folder / "model.json").write_text(json.dumps({"model": model}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("control")
+    version(root, "swap", "1")
+    version(root, "other", "1")
+    (root / "broken").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("control-server") / "server.log"
+    running = Server(
+        *("--model-repository", str(repository), "--instances", "1", "--threads", "1"), log=log
+    )
+    yield running.wait_ready()
+    # A version that failed to start must not leave a socket that blocks the shutdown.
+    assert running.stop(timeout=20) == 0
+
+
+def client(server: Server) -> triton.InferenceServerClient:
+    return triton.InferenceServerClient(server.url.removeprefix("http://"))
+
+
+def infer(server: Server, model: str) -> httpx.Response:
+    body = {"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [7]}]}
+    return httpx.post(f"{server.url}/v2/models/{model}/infer", json=body, timeout=30)
+
+
+def states(server: Server) -> dict[str, tuple[str, str, str]]:
+    return {
+        row["name"]: (row.get("version", ""), row["state"], row.get("reason", ""))
+        for row in client(server).get_model_repository_index()
+    }
+
+
+def test_the_index_lists_every_model_with_its_state(server: Server) -> None:
+    index = states(server)
+    assert index["swap"][:2] == ("1", "READY") and index["other"][:2] == ("1", "READY")
+    assert index["broken"][1] == "UNAVAILABLE" and "has no version folder" in index["broken"][2]
+
+
+def test_a_reload_under_load_swaps_versions_without_a_failed_request(
+    server: Server, repository: Path
+) -> None:
+    version(repository, "swap", "2")
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=30) as http:
+            body = {"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [1]}]}
+            while not stop.is_set():
+                statuses.append(
+                    http.post(f"{server.url}/v2/models/swap/infer", json=body).status_code
+                )
+
+    traffic = [threading.Thread(target=load) for _ in range(4)]
+    for thread in traffic:
+        thread.start()
+    try:
+        client(server).load_model("swap")
+    finally:
+        stop.set()
+        for thread in traffic:
+            thread.join()
+    assert statuses and set(statuses) == {200}
+    assert infer(server, "swap").json()["model_version"] == "2"
+    assert states(server)["swap"][:2] == ("2", "READY")
+
+
+def test_a_version_that_fails_to_load_leaves_the_previous_one_serving(
+    server: Server, repository: Path
+) -> None:
+    broken = repository / "other" / "2"
+    broken.mkdir()
+    (broken / "model.onnx").write_bytes(b"not an onnx graph")
+    with pytest.raises(InferenceServerException, match="failed to load"):
+        client(server).load_model("other")
+    assert infer(server, "other").json()["model_version"] == "1"
+
+
+def test_unload_answers_404_at_once_and_load_brings_it_back(server: Server) -> None:
+    client(server).unload_model("swap")
+    gone = infer(server, "swap")
+    assert gone.status_code == 404 and "not served here" in gone.json()["error"]
+    assert states(server)["swap"] == ("", "UNAVAILABLE", "unloaded")
+    client(server).load_model("swap")
+    assert infer(server, "swap").status_code == 200
+
+
+def test_unknown_models_and_names_outside_the_repository_are_refused(server: Server) -> None:
+    with pytest.raises(InferenceServerException, match="not in the repository"):
+        client(server).load_model("nope")
+    escaped = httpx.post(f"{server.url}/v2/repository/models/..%2Fetc/load", timeout=10)
+    assert escaped.status_code in (400, 404)
+    with pytest.raises(InferenceServerException, match="not loaded"):
+        client(server).unload_model("nope")
