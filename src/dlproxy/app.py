@@ -209,9 +209,17 @@ async def serve(settings: Settings) -> None:
         gateway.started = True
         log.info("ready")
         scaling = start_autoscaler(settings, gateway)
+        polling = None
+        if control is not None:
+            control.remember()
+            if settings.repository_poll_s:
+                polling = asyncio.create_task(
+                    control.poll(settings.repository_poll_s), name="repository poll"
+                )
         await serving  # until a signal: uvicorn stops accepting and finishes in-flight requests
-        if scaling is not None:
-            scaling.cancel()
+        for task in (scaling, polling):
+            if task is not None:
+                task.cancel()
     elif starting in done:
         log.error("could not start the instances: %s", starting.exception())
         server.should_exit = True

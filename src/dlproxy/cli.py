@@ -33,6 +33,12 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="with a repository: load all models at start (default), or only on a load call",
     )
     parser.add_argument(
+        "--repository-poll-s",
+        type=float,
+        metavar="S",
+        help="scan the repository every S seconds; reload what changed",
+    )
+    parser.add_argument(
         "--instances", type=int, help="worker processes per model (default: from cores)"
     )
     parser.add_argument(

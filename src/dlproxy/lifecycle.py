@@ -7,11 +7,15 @@ the versions it replaced are drained (what they hold is answered) and stopped. A
 the model out of the gateway at once (new requests get 404) and drains it. Calls on one model are
 serialised by a lock, so a load racing an unload ends as the later call says. A version that
 fails to start leaves the previous ones serving and is reported, with its reason, in the index.
+With ``--repository-poll-s`` the repository is also scanned that often: a model whose folder
+changed (a version added or removed, a file or its config edited) is reloaded, a new one loaded,
+and one whose folder is gone unloaded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -51,6 +55,38 @@ class ModelControl:
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._loading: set[str] = set()
         self._failures: dict[str, str] = {}  # model -> why its last load failed
+        self._seen: dict[str, tuple[object, ...]] = {}  # model -> its folder's signature
+
+    def remember(self) -> None:
+        """Note the repository as it is now (the models loaded at start are current)."""
+        self._seen = {
+            entry.name: _signature(self.root / entry.name) for entry in repository.scan(self.root)
+        }
+
+    async def poll(self, interval: float) -> None:
+        """Every ``interval`` s: reload what changed, load what is new, unload what is gone."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                current = {
+                    entry.name: _signature(self.root / entry.name)
+                    for entry in repository.scan(self.root)
+                }
+            except (OSError, ValueError) as exc:
+                log.warning("model repository: cannot scan %s: %s", self.root, exc)
+                continue
+            for name, signature in current.items():
+                if self._seen.get(name) != signature:
+                    self._seen[name] = signature
+                    log.info("model repository: %s changed: loading it", name)
+                    with contextlib.suppress(BadRequest, ModelNotFound):
+                        await self.load(name)
+            for name in set(self._seen) - set(current):
+                del self._seen[name]
+                if name in self.gateway.versions:
+                    log.info("model repository: %s is gone: unloading it", name)
+                    with contextlib.suppress(ModelNotFound):
+                        await self.unload(name)
 
     def index(self) -> list[IndexEntry]:
         """Every model of the repository: its served versions' states, or why it has none."""
@@ -118,6 +154,17 @@ class ModelControl:
         if not folder.is_dir():
             raise ModelNotFound(f"model '{name}' is not in the repository {self.root}")
         return folder
+
+
+def _signature(folder: Path) -> tuple[object, ...]:
+    """What a change of a model folder changes: every file's path, size and mtime."""
+    try:
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        return tuple(
+            (str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files
+        )
+    except OSError:
+        return ()
 
 
 async def _drain(pools: list[InstancePool]) -> None:

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     model_control: Literal["all", "explicit"] = "all"
     """With a repository: ``all`` loads every model at start, ``explicit`` none (each loads on
     ``POST /v2/repository/models/{m}/load``); both take load and unload calls."""
+    repository_poll_s: float | None = None
+    """Scan the repository this often and reload what changed (none: only on load calls)."""
     instances: int | None = None
     """Worker processes per model; default: chosen from the core count (see ``resolved``)."""
     threads: int | None = None

@@ -122,3 +122,35 @@ def test_unknown_models_and_names_outside_the_repository_are_refused(server: Ser
     assert escaped.status_code in (400, 404)
     with pytest.raises(InferenceServerException, match="not loaded"):
         client(server).unload_model("nope")
+
+
+def test_polling_reloads_a_changed_model_and_unloads_a_removed_one(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import shutil
+    import time
+
+    version(tmp_path, "polled", "1")
+    version(tmp_path, "doomed", "1")
+    log = tmp_path_factory.mktemp("poll-server") / "server.log"
+    running = Server(
+        *("--model-repository", str(tmp_path), "--repository-poll-s", "0.2"),
+        *("--instances", "1", "--threads", "1"),
+        log=log,
+    ).wait_ready()
+    try:
+        version(tmp_path, "polled", "2")
+        shutil.rmtree(tmp_path / "doomed")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            answer = infer(running, "polled")
+            if (
+                answer.json().get("model_version") == "2"
+                and infer(running, "doomed").status_code == 404
+            ):
+                break
+            time.sleep(0.2)
+        assert infer(running, "polled").json()["model_version"] == "2"
+        assert infer(running, "doomed").status_code == 404
+    finally:
+        assert running.stop(timeout=20) == 0
