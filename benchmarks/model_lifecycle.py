@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -59,7 +59,7 @@ async def under_load(url: str, root: Path, clients: int, swaps: int, gap: float)
     loads: list[float] = []
     stop = asyncio.Event()
 
-    async def client(index: int, http: httpx.AsyncClient) -> None:
+    async def client(index: int, http: aiohttp.ClientSession) -> None:
         n = index
         while not stop.is_set():
             text = f"{texts[n % len(texts)]} ({n})"  # fresh: no cache, no coalescing
@@ -67,27 +67,31 @@ async def under_load(url: str, root: Path, clients: int, swaps: int, gap: float)
             body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}]}
             began = time.perf_counter()
             try:
-                status = (await http.post(f"{url}/v2/models/embed/infer", json=body)).status_code
-            except httpx.HTTPError:
+                async with http.post(f"{url}/v2/models/embed/infer", json=body) as answer:
+                    await answer.read()
+                    status = answer.status
+            except aiohttp.ClientError:
                 status = 0
             samples.append((began, time.perf_counter() - began, status))
 
-    async def swapper(http: httpx.AsyncClient) -> None:
+    async def swapper(http: aiohttp.ClientSession) -> None:
         for number in range(2, swaps + 2):
             await asyncio.sleep(gap)
             version(root, "embed", number, "minilm:int8")
             began = time.perf_counter()
-            answer = await http.post(f"{url}/v2/repository/models/embed/load", timeout=300)
+            async with http.post(f"{url}/v2/repository/models/embed/load") as answer:
+                text = await answer.text()
             ended = time.perf_counter()
-            if answer.status_code != 200:
-                raise RuntimeError(f"load failed: {answer.status_code} {answer.text}")
+            if answer.status != 200:
+                raise RuntimeError(f"load failed: {answer.status} {text}")
             loads.append(ended - began)
             windows.append((began, ended + 1.0))
         await asyncio.sleep(gap)
         stop.set()
 
-    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+    connector = aiohttp.TCPConnector(limit=clients + 4)
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         await asyncio.gather(swapper(http), *(client(i, http) for i in range(clients)))
     warm = samples[0][0] + 2.0  # the first seconds warm the connections
     measured = [s for s in samples if s[0] >= warm]
