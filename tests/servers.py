@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psutil
 import pytest
 
 from serving import free_port
@@ -67,9 +68,15 @@ class CacheServer:
             self.process.wait()
 
     def pause(self) -> None:
-        """SIGSTOP: the port stays open but nothing answers (a hung server)."""
+        """SIGSTOP: the port stays open but nothing answers (a hung server). Returns once the
+        process is stopped: the signal is delivered asynchronously, and a server still running
+        for a moment answered a request meant to find it hung (seen once with memcached)."""
         assert self.process is not None
         os.kill(self.process.pid, signal.SIGSTOP)
+        process = psutil.Process(self.process.pid)
+        deadline = time.monotonic() + 5
+        while process.status() != psutil.STATUS_STOPPED and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     def resume(self) -> None:
         assert self.process is not None
