@@ -109,7 +109,14 @@ async def test_a_killed_server_is_a_miss_within_the_timeout_then_costs_nothing(
 async def test_a_hung_server_is_a_miss_within_the_timeout(level: Level) -> None:
     cache = level.cache(Breaker(first=0.01, longest=0.01))
     try:
-        assert await cache.put_many([(key(1), make_row(1))])
+        # A fresh server's first connection can take longer than the 50 ms timeout on a loaded
+        # machine (seen with Redis): wait until it takes a write, then hang it.
+        for _ in range(100):
+            if await cache.put_many([(key(1), make_row(1))]):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the server never took the first write")
         level.server.pause()
         found, elapsed = await timed(cache.get_many([key(1)]))
         assert found == [None]
