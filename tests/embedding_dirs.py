@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import warnings
 from pathlib import Path
 
 from dlproxy.models.artifacts import atomic_path
@@ -33,7 +32,7 @@ def transformer_onnx(home: Path) -> Path:
         return target
     import torch
 
-    from dlproxy.models.builtin.minilm import load_bert
+    from dlproxy.models.builtin.minilm import export_graph, load_bert
 
     class Tokens(torch.nn.Module):
         def __init__(self, bert: torch.nn.Module) -> None:
@@ -46,27 +45,18 @@ def transformer_onnx(home: Path) -> Path:
             attention_mask: torch.Tensor,
             token_type_ids: torch.Tensor,
         ) -> torch.Tensor:
-            return self.bert(
+            hidden = self.bert(
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
+            )
+            return hidden.last_hidden_state
 
     ids = torch.ones((2, 7), dtype=torch.int64)
-    args = (ids, torch.ones_like(ids), torch.zeros_like(ids))
-    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    with atomic_path(target) as tmp, warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
+    with atomic_path(target) as tmp:
+        export_graph(
             Tokens(load_bert()),
-            args,
-            str(tmp),
-            input_names=names,
-            output_names=["token_embeddings"],
-            dynamic_shapes={name: {0: batch, 1: sequence} for name in names},
-            opset_version=18,
-            dynamo=True,
-            external_data=False,
-            verbose=False,
+            (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+            tmp,
+            "token_embeddings",
         )
     return target
 

@@ -107,7 +107,7 @@ class Gateway:
         except KeyError:
             served = ", ".join(sorted(self.pools)) or "none"
             raise ModelNotFound(f"model '{model}' is not served here (served: {served})") from None
-        if not version or list(versions) == [""]:
+        if not version or "" in versions:  # "" only ever stands alone
             return self.pools[model]
         try:
             return versions[version]

@@ -16,7 +16,7 @@ windows (1 when it fits); the last one may be shorter.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,6 +122,21 @@ def split(token_ids: Sequence[Sequence[int]], windowing: Windowing) -> Windows:
         np.asarray(weight, dtype=np.float32),
         len(token_ids),
     )
+
+
+def embed(
+    windows: Windows,
+    run: Callable[[dict[str, np.ndarray]], np.ndarray],
+    most_tokens: int,
+    width: int,
+    normalize: bool = True,
+) -> np.ndarray:
+    """(texts, width) vectors: every window through ``run`` (one model call per run of at most
+    ``most_tokens`` padded tokens, see ``Windows.runs``), pooled back per text."""
+    if windows.texts == 0:
+        return np.zeros((0, width), dtype=np.float32)
+    vectors = np.concatenate([run(feeds) for feeds in windows.runs(most_tokens)])
+    return pool(vectors, windows.owner, windows.weight, windows.texts, normalize)
 
 
 def pool(

@@ -30,6 +30,13 @@ import numpy as np
 
 from dlproxy.models import chunking
 from dlproxy.models.base import Model, file_digest
+from dlproxy.models.builtin.minilm import (
+    DISABLED_OPTIMIZERS,
+    decode_texts,
+    text_windows,
+    truncate_parameter,
+)
+from dlproxy.models.onnx import cpu_session
 from dlproxy.types import ModelSpec, TensorSpec
 
 MODULES = "modules.json"
@@ -153,7 +160,6 @@ class EmbeddingDirectory(Model):
 
     def load(self) -> None:
         """The tokenizer (windows of ``max_seq_length``) and an ONNX Runtime session."""
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         try:
@@ -179,12 +185,12 @@ class EmbeddingDirectory(Model):
             pad_id=pad,
         )
         self._splitter = (tokenizer, windowing)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.enable_mem_pattern = False  # every batch has a new shape (see minilm)
-        self._session = ort.InferenceSession(
-            str(self.layout.graph), options, providers=["CPUExecutionProvider"]
+        # Every batch has a new shape, as for minilm (whose session settings these are).
+        self._session = cpu_session(
+            self.layout.graph,
+            self.threads,
+            memory_patterns=False,
+            disabled_optimizers=DISABLED_OPTIMIZERS,
         )
         names = [i.name for i in self._session.get_inputs()]
         missing = {"input_ids", "attention_mask"} - set(names)
@@ -203,22 +209,15 @@ class EmbeddingDirectory(Model):
     def predict(
         self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]
     ) -> dict[str, np.ndarray]:
-        from dlproxy.models.builtin.minilm import decode_texts, truncate_parameter
-
         truncate = truncate_parameter(parameters)
         return {"embedding": self.embed(decode_texts(inputs["text"]), truncate=truncate)}
 
     def embed(self, texts: list[str], *, truncate: bool = False) -> np.ndarray:
         """(n, d) float32 vectors; long texts chunked unless ``truncate``."""
         assert self._splitter is not None, "load() first"
-        tokenizer, windowing = self._splitter
-        encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        ids = [e.ids[: windowing.content] if truncate else e.ids for e in encodings]
-        windows = chunking.split(ids, windowing)
-        vectors = np.concatenate([self._run(feeds) for feeds in windows.runs(MAX_RUN_TOKENS)])
-        return chunking.pool(
-            vectors, windows.owner, windows.weight, windows.texts, normalize=self.layout.normalize
-        )
+        windows = text_windows(self._splitter, texts, truncate)
+        width = self.layout.dimension or 0
+        return chunking.embed(windows, self._run, MAX_RUN_TOKENS, width, self.layout.normalize)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         out = self._session.run(None, {name: feeds[name] for name in self._feeds})[0]

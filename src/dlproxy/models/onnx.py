@@ -35,6 +35,32 @@ ORT_TYPES: dict[str, str] = {
 DEFAULT_MAX_BATCH_SIZE = 64
 
 
+def cpu_session(
+    path: Path,
+    threads: int,
+    *,
+    memory_patterns: bool = True,
+    disabled_optimizers: tuple[str, ...] = (),
+) -> Any:
+    """One sequential ONNX Runtime session on the CPU whose intra-op pool is the instance's
+    thread budget, every graph optimisation on (but ``disabled_optimizers``). Models whose every
+    batch has a new shape turn ``memory_patterns`` off: patterns are planned and kept per shape."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, int(threads))
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_mem_pattern = memory_patterns
+    return ort.InferenceSession(
+        str(path),
+        options,
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=list(disabled_optimizers),
+    )
+
+
 class OnnxFileModel(Model):
     """Runs ``path`` with ONNX Runtime on the CPU with ``threads`` intra-op threads."""
 
@@ -49,18 +75,9 @@ class OnnxFileModel(Model):
 
     def load(self) -> None:
         """Open the session and derive the spec from it."""
-        import onnxruntime as ort
-
         if not self.path.is_file():
             raise FileNotFoundError(f"No ONNX file at {self.path}.")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(
-            str(self.path), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = cpu_session(self.path, self.threads)
         inputs = tuple(_tensor_spec(arg) for arg in self._session.get_inputs())
         outputs = tuple(_tensor_spec(arg) for arg in self._session.get_outputs())
         self._input_dtypes = {t.name: DTYPES[t.datatype] for t in inputs}

@@ -39,6 +39,7 @@ from dlproxy.logging import quiet_logger
 from dlproxy.models.artifacts import Step, atomic_path, locked, preparing
 from dlproxy.models.base import Model, choose_variant, file_digest, home
 from dlproxy.models.distillation import single_threaded
+from dlproxy.models.onnx import cpu_session
 from dlproxy.types import ModelSpec, TensorSpec
 
 VARIANTS: tuple[str, ...] = ("teacher", "student", "int8")
@@ -261,17 +262,10 @@ class Classifier:
     """One exported digits graph in an ONNX Runtime session."""
 
     def __init__(self, path: Path, threads: int = 1) -> None:
-        import onnxruntime as ort
-
         if not Path(path).is_file():
             raise FileNotFoundError(f"No digits graph at {path}.")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, int(threads))
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path = Path(path)
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(self.path, threads)
 
     def classify(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities [n, 10] FP32, labels [n] INT64) for checked FP32 pixels [n, 64]."""

@@ -60,6 +60,7 @@ from dlproxy.logging import quiet_logger
 from dlproxy.models import chunking
 from dlproxy.models.artifacts import Step, atomic_path, locked, preparing
 from dlproxy.models.base import Model, choose_variant, home
+from dlproxy.models.onnx import cpu_session
 from dlproxy.types import ModelSpec, TensorSpec
 
 VARIANTS: tuple[str, ...] = ("fp32", "int8", "int8-dynamic", "torch")
@@ -244,12 +245,9 @@ class MiniLM(Model):
 
     def embed(self, texts: Sequence[str], *, truncate: bool = False) -> np.ndarray:
         """(n, 384) float32 unit vectors for ``texts``; long ones chunked unless ``truncate``."""
-        if not texts:
-            return np.zeros((0, DIMENSION), dtype=np.float32)
         assert self._splitter is not None, "load() first"
         windows = text_windows(self._splitter, texts, truncate)
-        vectors = np.concatenate([self._run(feeds) for feeds in windows.runs(MAX_RUN_TOKENS)])
-        return chunking.pool(vectors, windows.owner, windows.weight, windows.texts)
+        return chunking.embed(windows, self._run, MAX_RUN_TOKENS, DIMENSION)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """One model run: (windows, 384) unit vectors."""
@@ -283,23 +281,11 @@ def _check_variant(variant: str | None) -> str:
 
 
 def _session(path: Path, threads: int) -> Any:
-    """One sequential session whose intra-op pool is the instance's thread budget."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Memory patterns are planned and kept per input shape, and every batch here has a new one
-    # (batch size x longest text): with them a worker's RSS kept growing in steps under load
-    # (+17 % in a 10-minute soak; 520 vs 315 MiB after 600 mixed batches, same speed without).
-    options.enable_mem_pattern = False
-    return ort.InferenceSession(
-        str(path),
-        options,
-        providers=["CPUExecutionProvider"],
-        disabled_optimizers=list(DISABLED_OPTIMIZERS),
+    """minilm's session: every batch has a new shape (batch size x longest text), and with memory
+    patterns a worker's RSS kept growing in steps under load (+17 % in a 10-minute soak; 520 vs
+    315 MiB after 600 mixed batches, same speed without); ``DISABLED_OPTIMIZERS`` as measured."""
+    return cpu_session(
+        path, threads, memory_patterns=False, disabled_optimizers=tuple(DISABLED_OPTIMIZERS)
     )
 
 
@@ -392,16 +378,24 @@ def _export_fp32(tmp: Path, step: Step) -> None:
     # Two texts of different lengths, so that neither axis is specialised to 1 and padding is seen.
     sample = tokenize(load_tokenizer(), ["Export sample.", "A second, longer sample sentence."])
     args = tuple(torch.from_numpy(sample[name]) for name in INPUT_NAMES)
-    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     step("exporting to ONNX")
+    export_graph(model, args, tmp, GRAPH_OUTPUT)
+
+
+def export_graph(module: Any, args: tuple[Any, ...], target: Path, output: str) -> None:
+    """Write a module taking BERT's three inputs to ``target`` as ONNX (opset 18, one file),
+    with the batch and sequence axes dynamic."""
+    import torch
+
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     with warnings.catch_warnings(), torch.no_grad(), quiet_logger("torch.onnx"):
         warnings.simplefilter("ignore")  # exporter chatter (axis naming, deprecations)
         torch.onnx.export(
-            model,
+            module,
             args,
-            str(tmp),
+            str(target),
             input_names=list(INPUT_NAMES),
-            output_names=[GRAPH_OUTPUT],
+            output_names=[output],
             dynamic_shapes={name: {0: batch, 1: sequence} for name in INPUT_NAMES},
             opset_version=18,
             dynamo=True,
