@@ -2,7 +2,7 @@
 
 ``FakeInstance`` is a real ``BatchedInstance`` (the real Batcher, queue and admission) whose
 channel is a coroutine on the test's event loop instead of a worker process: it computes
-``embedding = x * 2`` (FP32 [n, d]) after ``delay`` seconds, or fails the batch as a dead instance
+``embedding = x * factor`` (FP32 [n, d], factor 2 unless told) after ``delay`` seconds, or fails the batch as a dead instance
 would. Tests steer it through its attributes and read what it computed in ``batches``.
 """
 
@@ -45,8 +45,10 @@ class FakeInstance(BatchedInstance):
         on_failure: FailureHandler = ignore_failure,
         *,
         delay: float = 0.0,
+        factor: float = 2.0,
     ) -> None:
         super().__init__(options, f"f{next(_numbers)}", on_failure)
+        self.factor = factor
         self.reference = "fake"
         self.threads = 1
         self.state = "starting"
@@ -89,7 +91,7 @@ class FakeInstance(BatchedInstance):
             return
         x = inputs["x"]
         self.batches.append(len(x))
-        outputs = {"embedding": protocol.to_wire(np.asarray(x, np.float32) * 2)}
+        outputs = {"embedding": protocol.to_wire(np.asarray(x, np.float32) * self.factor)}
         future.set_result(protocol.Result(0, outputs, self.load))
 
 
@@ -105,16 +107,21 @@ async def fake_pool(
     count: int = 2,
     policy: str = "round_robin",
     delay: float = 0.0,
+    version: str = "",
+    factor: float = 2.0,
     **option: Any,
 ) -> tuple[InstancePool, list[FakeInstance]]:
-    """A started pool of ``count`` fake instances (``option``: ``options``' keywords)."""
+    """A started pool of ``count`` fake instances (``option``: ``options``' keywords); with a
+    ``version``, served as that version of the model (as a repository version is)."""
     made: list[FakeInstance] = []
+    if version:
+        option["served_as"] = (MODEL, version)
 
     def factory(on_failure: FailureHandler) -> FakeInstance:
-        made.append(FakeInstance(options(**option), on_failure, delay=delay))
+        made.append(FakeInstance(options(**option), on_failure, delay=delay, factor=factor))
         return made[-1]
 
-    pool = InstancePool(MODEL, create_policy(policy), factory)
+    pool = InstancePool(MODEL, create_policy(policy), factory, version=version)
     for _ in range(count):
         await pool.add()
     return pool, made

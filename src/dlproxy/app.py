@@ -151,6 +151,7 @@ async def serve(settings: Settings) -> None:
         settings.coalesce,
         hedge_after=settings.hedge_ms / 1000 if settings.hedge_ms else None,
         defaults=assembly.default_versions(models),
+        splits=assembly.splits(models),
     )
     limiter = (
         RateLimiter(settings.rate_limit, settings.rate_burst or max(1.0, settings.rate_limit))
@@ -162,6 +163,9 @@ async def serve(settings: Settings) -> None:
         from dlproxy.lifecycle import ModelControl
 
         control = ModelControl(settings, context, gateway)
+        if settings.memory_budget is not None:
+            gateway.on_demand = control  # models load on their first request
+            gateway.memory_budget = settings.memory_budget
     app = InferenceApp(
         gateway,
         settings.max_body_bytes,

@@ -27,6 +27,7 @@ from dlproxy.models.registry import model_name
 from dlproxy.models.repository import Entry
 from dlproxy.scheduling.base import create_policy
 from dlproxy.settings import Settings
+from dlproxy.traffic import Split
 
 log = logging.getLogger("dlproxy")
 
@@ -42,14 +43,19 @@ class Deployment:
     settings: Settings | None = None
     initial: int | None = None  # instances to start with, when the model sets its own
     default: bool = True
+    split: Split | None = None  # the model's traffic between its versions, and its shadow
 
 
 def deployments(settings: Settings) -> list[Deployment]:
     """The ``--model`` references, then every version a repository entry serves (none with
-    ``model_control = "explicit"``: those load on request). Entries that cannot be served are
+    ``model_control = "explicit"`` or a memory budget: those load on request). Entries that cannot be served are
     logged with their reason and left out (the others serve)."""
     found = [Deployment(reference, model_name(reference)) for reference in settings.models]
-    if settings.model_repository is None or settings.model_control == "explicit":
+    if (
+        settings.model_repository is None
+        or settings.model_control == "explicit"
+        or settings.memory_budget is not None  # each loads on its first request
+    ):
         return found
     from dlproxy.models import repository
 
@@ -83,6 +89,7 @@ def entry_deployments(entry: Entry, settings: Settings) -> list[Deployment]:
             own,
             entry.settings.get("instances"),
             number == entry.default,
+            entry.split,
         )
         for number in entry.served
     ]
@@ -139,6 +146,11 @@ def build_pools(
 def default_versions(models: list[Deployment]) -> dict[str, str]:
     """The version each model's plain routes reach."""
     return {d.name: d.version for d in models if d.default}
+
+
+def splits(models: list[Deployment]) -> dict[str, Split]:
+    """The models that share their traffic between versions, or mirror it to a shadow."""
+    return {d.name: d.split for d in models if d.split is not None}
 
 
 def instance_options(

@@ -39,6 +39,12 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="scan the repository every S seconds; reload what changed",
     )
     parser.add_argument(
+        "--memory-budget",
+        metavar="BYTES",
+        help="memory the repository's workers may hold (e.g. 2GiB): models load on first "
+        "request and the least recently used idle one is unloaded to make room",
+    )
+    parser.add_argument(
         "--instances", type=int, help="worker processes per model (default: from cores)"
     )
     parser.add_argument(

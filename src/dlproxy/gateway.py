@@ -1,7 +1,8 @@
 """The request pipeline, top to bottom in ``Gateway.infer``.
 
 validate -> (cache, coalescing) -> scheduler picks an instance -> its batch queue -> worker ->
-split results. A request whose instance dies while holding it is retried on another instance
+split results. A model with several versions may split its plain route's traffic between them
+and mirror a share to a shadow version (``traffic.Split``). A request whose instance dies while holding it is retried on another instance
 (inference is idempotent); with hedging, one that has no answer after ``hedge_after`` is also sent
 to a second instance and the first answer wins. Retries and hedges draw on one retry budget. Every
 other failure is answered once, as a domain error the HTTP layer maps.
@@ -10,10 +11,12 @@ other failure is answered once, as a domain error the HTTP layer maps.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -28,15 +31,30 @@ from dlproxy.errors import (
     Overloaded,
     PayloadTooLarge,
 )
+from dlproxy.histogram import LATENCY_BUCKETS, Histogram
 from dlproxy.instances.base import Instance
 from dlproxy.instances.health import RetryBudget
 from dlproxy.instances.pool import InstancePool
+from dlproxy.traffic import ShadowStats, Split, similarity
 from dlproxy.types import DTYPES, InferenceRequest, InferenceResponse, ModelSpec, datatype_of
 
 # Request parameters that steer the transport, not the model: never sent to a worker.
 TRANSPORT_PARAMETERS = frozenset(
     {"binary_outputs", "binary_data_output", "encoding_format", "dimensions", "user"}
 )
+
+
+class OnDemand(Protocol):
+    """Loads a model the gateway does not serve yet when a request names it (the memory budget,
+    ``lifecycle.ModelControl``)."""
+
+    def knows(self, model: str) -> bool:
+        """Whether ``model`` can be loaded on demand."""
+        ...
+
+    async def ensure(self, model: str, deadline: float | None) -> None:
+        """Return once ``model`` is served; DeadlineExceeded or Overloaded otherwise."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +74,7 @@ class Gateway:
         retry_budget: RetryBudget | None = None,
         hedge_after: float | None = None,
         defaults: dict[str, str] | None = None,
+        splits: dict[str, Split] | None = None,
     ) -> None:
         self.versions: dict[str, dict[str, InstancePool]] = {}
         for pool in pools:
@@ -66,6 +85,8 @@ class Gateway:
             name: versions[defaults.get(name, max(versions, key=_version_order))]
             for name, versions in self.versions.items()
         }
+        self.splits = dict(splits or {})  # model -> its traffic between versions, and its shadow
+        self.shadows: dict[tuple[str, str], ShadowStats] = {}  # (model, shadow version)
         self.limits = limits
         self.cache = cache
         self.coalescer = Coalescer() if coalesce else None
@@ -75,22 +96,37 @@ class Gateway:
         self.retries: Counter[tuple[str, str]] = Counter()
         self.arrivals: Counter[str] = Counter()  # requests per model: the autoscaler's load signal
         self.scaling_decisions: Counter[tuple[str, str]] = Counter()
+        # Models loaded on demand (the memory budget): which are in use, and since when idle.
+        self.on_demand: OnDemand | None = None
+        self.memory_budget: int | None = None  # bytes, when models load on demand
+        self.active: Counter[str] = Counter()  # requests in flight (or waiting for a load)
+        self.last_used: dict[str, float] = {}  # model -> when a request last reached it
+        self.load_waits: dict[str, Histogram] = {}  # model -> how long requests waited for it
+        self.model_events: Counter[tuple[str, str, str]] = Counter()  # (model, event, reason)
         self._tasks: set[asyncio.Future[Any]] = set()
 
     @property
     def ready(self) -> bool:
         return self.started and all(pool.ready for pool in self.all_pools())
 
-    def install(self, model: str, pools: list[InstancePool], default: str) -> list[InstancePool]:
+    def install(
+        self, model: str, pools: list[InstancePool], default: str, split: Split | None = None
+    ) -> list[InstancePool]:
         """Serve ``pools`` (started, every one a version of ``model``) from now on, ``default``
-        on the plain routes; returns the pools they replace, for the caller to drain."""
-        old = list(self.versions.get(model, {}).values())
+        on the plain routes unless ``split`` shares them out; returns the pools no longer served
+        (those not among ``pools``), for the caller to drain."""
+        old = [p for p in self.versions.get(model, {}).values() if all(p is not q for q in pools)]
         self.versions[model] = {pool.version: pool for pool in pools}
         self.pools[model] = self.versions[model][default]
+        if split is None:
+            self.splits.pop(model, None)
+        else:
+            self.splits[model] = split
         return old
 
     def uninstall(self, model: str) -> list[InstancePool] | None:
         """Stop serving ``model`` (new requests get 404 at once); its pools, to drain, or None."""
+        self.splits.pop(model, None)
         self.pools.pop(model, None)
         versions = self.versions.pop(model, None)
         return None if versions is None else list(versions.values())
@@ -117,9 +153,48 @@ class Gateway:
                 f"model '{model}' has no version '{version}' served (served: {have})"
             ) from None
 
+    def route(self, request: InferenceRequest) -> InstancePool:
+        """The pool that answers ``request``: the version it names, else its model's split's
+        pick, else the default version."""
+        if not request.version:
+            split = self.splits.get(request.model)
+            if split is not None:
+                chosen = split.pick(request)
+                versions = self.versions.get(request.model, {})
+                if chosen in versions:
+                    return versions[chosen]
+        return self.pool(request.model, request.version)
+
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
-        """The whole pipeline for one request: validate, cache, coalesce, compute, store."""
-        pool = self.pool(request.model, request.version)
+        """The whole pipeline for one request, then its shadow copy when its model has one;
+        with models loaded on demand, the model's load first, if it is not served yet."""
+        if self.on_demand is None:
+            return await self._serve(request)
+        model = request.model
+        self.active[model] += 1  # from now on the model is busy: never unloaded under us
+        try:
+            if model not in self.versions and self.on_demand.knows(model):
+                started = time.perf_counter()
+                await self.on_demand.ensure(model, request.deadline)
+                waits = self.load_waits.setdefault(model, Histogram(LATENCY_BUCKETS))
+                waits.observe(time.perf_counter() - started)
+            self.last_used[model] = time.monotonic()
+            return await self._serve(request)
+        finally:
+            self.active[model] -= 1
+            if self.active[model] <= 0:
+                del self.active[model]
+
+    async def _serve(self, request: InferenceRequest) -> InferenceResponse:
+        pool = self.route(request)
+        response = await self._answer(pool, request)
+        split = self.splits.get(request.model)
+        if split is not None and not request.version and split.mirrors(pool.version):
+            self._mirror(split.shadow, request, response)
+        return response
+
+    async def _answer(self, pool: InstancePool, request: InferenceRequest) -> InferenceResponse:
+        """Validate, cache, coalesce, compute, store."""
         self.arrivals[request.model] += 1
         spec = pool.spec
         if spec is None:
@@ -267,6 +342,40 @@ class Gateway:
                     _settle(future)
                 else:
                     future.cancel()
+
+    def _mirror(self, version: str, request: InferenceRequest, answer: InferenceResponse) -> None:
+        """Send a copy of ``request`` to the shadow ``version``, off the request's path."""
+        stats = self.shadows.setdefault((request.model, version), ShadowStats())
+        pool = self.versions.get(request.model, {}).get(version)
+        if pool is None or pool.spec is None:
+            stats.dropped += 1
+            return
+        copy = dataclasses.replace(request, deadline=None)  # not bound by the client's wait
+        self._own(asyncio.ensure_future(self._shadow(pool, copy, answer.outputs, stats)))
+
+    async def _shadow(
+        self,
+        pool: InstancePool,
+        request: InferenceRequest,
+        primary: dict[str, np.ndarray],
+        stats: ShadowStats,
+    ) -> None:
+        """Compute the copy on the shadow version, once (no cache, no retry: a copy must not
+        take the retry budget from clients) and compare; a full shadow drops the copy."""
+        started = time.perf_counter()
+        try:
+            assert pool.spec is not None  # checked by _mirror
+            validate(request, pool.spec, self.limits)
+            instance = pool.choose(request)
+            outputs = await instance.submit(request, model_parameters(request))
+        except Overloaded:
+            stats.dropped += 1
+            return
+        except Exception:
+            stats.errors += 1
+            return
+        wanted = {name: outputs[name] for name in primary if name in outputs}
+        stats.compared(time.perf_counter() - started, similarity(primary, wanted or outputs))
 
     def _own(self, task: asyncio.Future[Any]) -> None:
         self._tasks.add(task)

@@ -23,22 +23,28 @@ from dlproxy.histogram import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
 
 if TYPE_CHECKING:
     from dlproxy.gateway import Gateway
+    from dlproxy.instances.pool import InstancePool
 
 STATES = ("starting", "ready", "unhealthy", "ejected", "draining", "failed", "stopped")
 
 
 class RequestMetrics:
-    """Per-request figures recorded by the HTTP layer: one dict bump and one histogram add."""
+    """Per-request figures recorded by the HTTP layer: one dict bump and one histogram add.
+
+    ``version`` is the model version that answered ("" for a model served without versions, so
+    its series are the same as before versions existed: Prometheus drops empty labels)."""
 
     def __init__(self) -> None:
-        self.requests: Counter[tuple[str, str, int]] = Counter()
+        self.requests: Counter[tuple[str, str, str, int]] = Counter()
         self.rejected: Counter[tuple[str, str]] = Counter()
-        self.total: defaultdict[str, Histogram] = defaultdict(lambda: Histogram(LATENCY_BUCKETS))
+        self.total: defaultdict[tuple[str, str], Histogram] = defaultdict(
+            lambda: Histogram(LATENCY_BUCKETS)
+        )
 
-    def record(self, model: str, protocol: str, code: int, seconds: float) -> None:
-        self.requests[model, protocol, code] += 1
+    def record(self, model: str, version: str, protocol: str, code: int, seconds: float) -> None:
+        self.requests[model, version, protocol, code] += 1
         if code < 400:
-            self.total[model].observe(seconds)
+            self.total[model, version].observe(seconds)
 
     def reject(self, model: str, reason: str) -> None:
         self.rejected[model, reason] += 1
@@ -47,7 +53,7 @@ class RequestMetrics:
 class MetricsOff(RequestMetrics):
     """The null object for ``--no-metrics``: records nothing (for measuring what metrics cost)."""
 
-    def record(self, model: str, protocol: str, code: int, seconds: float) -> None:
+    def record(self, model: str, version: str, protocol: str, code: int, seconds: float) -> None:
         pass
 
     def reject(self, model: str, reason: str) -> None:
@@ -79,60 +85,77 @@ class GatewayCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         g, r = self.gateway, self.requests
         total = CounterMetricFamily(
-            "dlproxy_requests", "Inference requests answered.", labels=["model", "protocol", "code"]
+            "dlproxy_requests",
+            "Inference requests answered.",
+            labels=["model", "version", "protocol", "code"],
         )
-        for (model, protocol, code), n in r.requests.items():
-            total.add_metric([model, protocol, str(code)], n)
+        for (model, version, protocol, code), n in r.requests.items():
+            total.add_metric([model, version, protocol, str(code)], n)
         yield total
         durations: dict[tuple[str, ...], Histogram] = {}
         batch_sizes: dict[tuple[str, ...], Histogram] = {}
         instances = GaugeMetricFamily(
-            "dlproxy_instances", "Instances per model and state.", labels=["model", "state"]
+            "dlproxy_instances",
+            "Instances per model version and state.",
+            labels=["model", "version", "state"],
         )
         inflight = GaugeMetricFamily(
             "dlproxy_instance_inflight",
             "Requests sent to an instance and not yet answered.",
-            labels=["model", "instance"],
+            labels=["model", "version", "instance"],
         )
         queue = GaugeMetricFamily(
             "dlproxy_queue_depth",
-            "Requests waiting in the model's instance queues.",
-            labels=["model"],
+            "Requests waiting in the model version's instance queues.",
+            labels=["model", "version"],
         )
         items = CounterMetricFamily(
-            "dlproxy_model_items", "Items that reached a model.", labels=["model", "instance"]
+            "dlproxy_model_items",
+            "Items that reached a model.",
+            labels=["model", "version", "instance"],
         )
-        for name, pool in g.pools.items():
+        for pool in g.all_pools():
+            name, version = pool.name, pool.version
             stats = [i.batcher.statistics() for i in pool.instances]
-            durations[name, "queue"] = _merged([s.queue_wait for s in stats], LATENCY_BUCKETS)
-            durations[name, "inference"] = _merged([s.inference for s in stats], LATENCY_BUCKETS)
-            durations[name, "total"] = r.total[name]
-            batch_sizes[(name,)] = _merged([s.batch_size for s in stats], SIZE_BUCKETS)
+            durations[name, version, "queue"] = _merged(
+                [s.queue_wait for s in stats], LATENCY_BUCKETS
+            )
+            durations[name, version, "inference"] = _merged(
+                [s.inference for s in stats], LATENCY_BUCKETS
+            )
+            durations[name, version, "total"] = r.total[name, version]
+            batch_sizes[name, version] = _merged([s.batch_size for s in stats], SIZE_BUCKETS)
             states = Counter(i.state for i in pool.instances)
             for state in STATES:
-                instances.add_metric([name, state], states.get(state, 0))
+                instances.add_metric([name, version, state], states.get(state, 0))
             for instance, s in zip(pool.instances, stats, strict=True):
-                inflight.add_metric([name, instance.id], s.inflight_requests)
+                inflight.add_metric([name, version, instance.id], s.inflight_requests)
                 items.add_metric(
-                    [name, instance.id], pool.items_by_instance.get(instance.id, 0) + s.items
+                    [name, version, instance.id],
+                    pool.items_by_instance.get(instance.id, 0) + s.items,
                 )
             for instance_id, n in pool.items_by_instance.items():
                 if instance_id not in {i.id for i in pool.instances}:
-                    items.add_metric([name, instance_id], n)
-            queue.add_metric([name], sum(s.queued_requests for s in stats))
+                    items.add_metric([name, version, instance_id], n)
+            queue.add_metric([name, version], sum(s.queued_requests for s in stats))
         yield _histogram(
             "dlproxy_request_duration_seconds",
             "Request latency by stage.",
-            ["model", "stage"],
+            ["model", "version", "stage"],
             durations,
         )
         yield _histogram(
-            "dlproxy_batch_size", "Items per batch sent to a worker.", ["model"], batch_sizes
+            "dlproxy_batch_size",
+            "Items per batch sent to a worker.",
+            ["model", "version"],
+            batch_sizes,
         )
         yield instances
         yield inflight
         yield queue
         yield items
+        yield from _traffic_families(g)
+        yield from _lifecycle_families(g)
         rejected = CounterMetricFamily(
             "dlproxy_rejected", "Requests refused at once.", labels=["model", "reason"]
         )
@@ -161,6 +184,85 @@ class GatewayCollector(Collector):
             scaling.add_metric([model, direction], n)
         yield scaling
         yield from _cache_families(g)
+
+
+def _lifecycle_families(g: Gateway) -> Iterator[Metric]:
+    """Models loaded, unloaded and evicted at run time, their memory, and waits for loads."""
+    families = {
+        event: CounterMetricFamily(f"dlproxy_model_{event}s", doc, labels=["model", "reason"])
+        for event, doc in (
+            ("load", "Models loaded at run time, by reason (request, explicit, poll)."),
+            ("load_failure", "Model loads that failed, by what asked for them."),
+            ("unload", "Models unloaded, by reason (evicted, explicit, gone)."),
+        )
+    }
+    for (model, event, reason), n in g.model_events.items():
+        families["load_failure" if event == "load_failed" else event].add_metric([model, reason], n)
+    yield from families.values()
+    memory = GaugeMetricFamily(
+        "dlproxy_model_memory_bytes",
+        "Resident memory of a model version's workers, as they last reported.",
+        labels=["model", "version"],
+    )
+    for pool in g.all_pools():
+        memory.add_metric([pool.name, pool.version], _memory(pool))
+    yield memory
+    if g.memory_budget is not None:
+        budget = GaugeMetricFamily(
+            "dlproxy_memory_budget_bytes", "The memory budget of the models loaded on demand."
+        )
+        budget.add_metric([], g.memory_budget)
+        yield budget
+    yield _histogram(
+        "dlproxy_model_load_wait_seconds",
+        "Time requests waited for their model to load.",
+        ["model"],
+        {(model,): h for model, h in g.load_waits.items()},
+    )
+
+
+def _memory(pool: InstancePool) -> int:
+    return sum(i.load.rss_bytes for i in pool.instances)
+
+
+def _traffic_families(g: Gateway) -> Iterator[Metric]:
+    """The traffic split between versions and what the shadow versions did."""
+    weights = GaugeMetricFamily(
+        "dlproxy_traffic_weight",
+        "Share of a model's plain-route requests sent to a version (traffic split).",
+        labels=["model", "version"],
+    )
+    for model, split in g.splits.items():
+        total = sum(split.weights.values())
+        for version, weight in split.weights.items():
+            weights.add_metric([model, version], weight / total)
+    yield weights
+    requests = CounterMetricFamily(
+        "dlproxy_shadow_requests",
+        "Copies of requests sent to a shadow version, by result.",
+        labels=["model", "version", "result"],
+    )
+    durations: dict[tuple[str, ...], Histogram] = {}
+    similarities: dict[tuple[str, ...], Histogram] = {}
+    for (model, version), stats in g.shadows.items():
+        requests.add_metric([model, version, "compared"], stats.requests)
+        requests.add_metric([model, version, "error"], stats.errors)
+        requests.add_metric([model, version, "dropped"], stats.dropped)
+        durations[model, version] = stats.latency
+        similarities[model, version] = stats.similarity
+    yield requests
+    yield _histogram(
+        "dlproxy_shadow_duration_seconds",
+        "Latency of the shadow version on its copies.",
+        ["model", "version"],
+        durations,
+    )
+    yield _histogram(
+        "dlproxy_shadow_similarity",
+        "Similarity of the shadow's answer to the client's (cosine for floats, worst row).",
+        ["model", "version"],
+        similarities,
+    )
 
 
 def _cache_families(g: Gateway) -> Iterator[Metric]:
@@ -209,31 +311,74 @@ def registry_for(gateway: Gateway, requests: RequestMetrics) -> CollectorRegistr
 
 
 def stats(gateway: Gateway, requests: RequestMetrics) -> dict[str, Any]:
-    """The same figures as /metrics, as JSON for scripts and the dashboard."""
+    """The same figures as /metrics, as JSON for scripts and the dashboard: per model its
+    default version's figures, and with versions each version's under ``versions``."""
     models: dict[str, Any] = {}
-    for name, pool in gateway.pools.items():
-        s = [i.batcher.statistics() for i in pool.instances]
-        total = requests.total[name]
-        batch = _merged([x.batch_size for x in s], SIZE_BUCKETS)
-        models[name] = {
-            "requests": sum(n for (m, _, _), n in requests.requests.items() if m == name),
-            "errors": sum(
-                n for (m, _, c), n in requests.requests.items() if m == name and c >= 400
-            ),
-            "latency_p50_s": total.quantile(0.5),
-            "latency_p99_s": total.quantile(0.99),
-            "batch_size_mean": batch.sum / batch.count if batch.count else 0.0,
-            "batches": batch.count,
-            "queue_depth": sum(x.queued_requests for x in s),
-            "inflight": sum(x.inflight_requests for x in s),
-            "instances": Counter(i.state for i in pool.instances),
-            "items": sum(x.items for x in s) + sum(pool.items_by_instance.values()),
-            "latency_histogram": {"bounds": list(total.bounds), "counts": list(total.counts)},
-            "batch_size_histogram": {"bounds": list(batch.bounds), "counts": list(batch.counts)},
-        }
+    for name, versions in gateway.versions.items():
+        default = gateway.pools[name]
+        models[name] = _pool_stats(default, requests)
+        if "" not in versions:
+            models[name]["versions"] = {
+                version: _pool_stats(pool, requests) for version, pool in versions.items()
+            }
+            split = gateway.splits.get(name)
+            if split is not None and split.weights:
+                total = sum(split.weights.values())
+                models[name]["traffic"] = {v: w / total for v, w in split.weights.items()}
     return {
         "models": models,
         "cache": cache_levels(gateway),
         "coalesced": gateway.coalescer.coalesced if gateway.coalescer is not None else 0,
         "rejected": {f"{m}/{r}": n for (m, r), n in requests.rejected.items()},
+        "shadow": {
+            f"{model}/{version}": {
+                "compared": s.requests,
+                "errors": s.errors,
+                "dropped": s.dropped,
+                "latency_p50_s": s.latency.quantile(0.5),
+                "latency_p99_s": s.latency.quantile(0.99),
+                "similarity_mean": s.similarity.sum / s.requests if s.requests else None,
+                "similarity_min": s.similarity_min if s.requests else None,
+            }
+            for (model, version), s in gateway.shadows.items()
+        },
+        "lifecycle": {
+            "memory_budget_bytes": gateway.memory_budget,
+            "memory_bytes": sum(_memory(pool) for pool in gateway.all_pools()),
+            "events": {"/".join(key): n for key, n in gateway.model_events.items()},
+            "load_waits": {
+                model: {
+                    "requests": h.count,
+                    "p50_s": h.quantile(0.5),
+                    "p99_s": h.quantile(0.99),
+                }
+                for model, h in gateway.load_waits.items()
+            },
+        },
+    }
+
+
+def _pool_stats(pool: InstancePool, requests: RequestMetrics) -> dict[str, Any]:
+    name, version = pool.name, pool.version
+    s = [i.batcher.statistics() for i in pool.instances]
+    total = requests.total[name, version]
+    batch = _merged([x.batch_size for x in s], SIZE_BUCKETS)
+    answered = [
+        (c, n) for (m, v, _, c), n in requests.requests.items() if m == name and v == version
+    ]
+    return {
+        "version": version,
+        "requests": sum(n for _, n in answered),
+        "errors": sum(n for c, n in answered if c >= 400),
+        "latency_p50_s": total.quantile(0.5),
+        "latency_p99_s": total.quantile(0.99),
+        "batch_size_mean": batch.sum / batch.count if batch.count else 0.0,
+        "batches": batch.count,
+        "queue_depth": sum(x.queued_requests for x in s),
+        "inflight": sum(x.inflight_requests for x in s),
+        "instances": Counter(i.state for i in pool.instances),
+        "memory_bytes": _memory(pool),
+        "items": sum(x.items for x in s) + sum(pool.items_by_instance.values()),
+        "latency_histogram": {"bounds": list(total.bounds), "counts": list(total.counts)},
+        "batch_size_histogram": {"bounds": list(batch.bounds), "counts": list(batch.counts)},
     }

@@ -42,10 +42,11 @@ class Load(msgspec.Struct, array_like=True):
 
 
 class Ready(msgspec.Struct, tag=True, array_like=True):
-    """worker -> gateway: the model is loaded and warmed up."""
+    """worker -> gateway: the model is loaded and warmed up (``load``: its memory now)."""
 
     pid: int
     spec: ModelSpec
+    load: Load = msgspec.field(default_factory=Load)
 
 
 class Result(msgspec.Struct, tag=True, array_like=True):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -41,6 +42,10 @@ class Settings(BaseSettings):
     ``POST /v2/repository/models/{m}/load``); both take load and unload calls."""
     repository_poll_s: float | None = None
     """Scan the repository this often and reload what changed (none: only on load calls)."""
+    memory_budget: int | None = None
+    """Bytes the repository's model workers may hold (``2GiB``, ``1500MB`` or a number): models
+    load on their first request, and the least recently used idle one is unloaded to make room.
+    Measured as the workers' resident memory. Needs ``model_repository``."""
     instances: int | None = None
     """Worker processes per model; default: chosen from the core count (see ``resolved``)."""
     threads: int | None = None
@@ -162,6 +167,27 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     """The token that opens ``/admin`` routes; none: admin routes answer loopback clients only."""
 
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _bytes(cls, value: Any) -> Any:
+        """``2GiB``, ``1.5G``, ``800MB``, ``512MiB`` or a plain number of bytes."""
+        if isinstance(value, str):
+            return parse_bytes(value)
+        return value
+
+    @model_validator(mode="after")
+    def _budget_needs_a_repository(self) -> Settings:
+        """Only repository models can be unloaded and loaded again on demand."""
+        if self.memory_budget is not None:
+            if self.model_repository is None:
+                raise ValueError(
+                    "memory_budget needs a model repository (--model-repository DIR): only its "
+                    "models can be unloaded and loaded again"
+                )
+            if self.memory_budget <= 0:
+                raise ValueError(f"memory_budget must be > 0 bytes, got {self.memory_budget}")
+        return self
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
@@ -224,6 +250,30 @@ class Settings(BaseSettings):
         if self.model_repository is not None and "models" not in self.model_fields_set:
             update["models"] = []  # the repository's models only
         return self.model_copy(update=update)
+
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
+
+
+def parse_bytes(text: str) -> int:
+    """``"2GiB"`` -> 2147483648; ValueError naming the accepted forms otherwise."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match[2].lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"'{text}' is not a size: write bytes, or e.g. 800MB, 2GiB, 1.5G")
+    return int(float(match[1]) * _UNITS[unit])
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

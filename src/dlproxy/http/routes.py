@@ -112,7 +112,7 @@ class InferenceApp:
         except Exception as exc:
             status, message, extra = describe(exc)
             label = self._model_label(request.model if request is not None else model)
-            self._record(codec, label, status, started, request_id, None)
+            self._record(codec, label, status, started, request_id, None, version)
             await _respond(send, status, codec.error(status, message), request_id, extra)
 
     def _admit(self, scope: Scope, headers: dict[bytes, bytes]) -> None:
@@ -160,10 +160,17 @@ class InferenceApp:
         started: float,
         request_id: str,
         response: InferenceResponse | None,
+        version: str = "",
     ) -> None:
         """Metrics, rejections and the access log line of one answer."""
         elapsed = time.perf_counter() - started
-        self.metrics.record(model, codec.protocol, status, elapsed)
+        self.metrics.record(
+            model,
+            self._version_label(model, response.model_version if response else version),
+            codec.protocol,
+            status,
+            elapsed,
+        )
         if status in REJECTIONS:
             self.metrics.reject(model, REJECTIONS[status])
         if self.access_log:
@@ -173,6 +180,11 @@ class InferenceApp:
     def _model_label(self, model: str) -> str:
         """Metric label for a model name: only served names, so clients cannot add series."""
         return model if model in self.gateway.pools else "unknown"
+
+    def _version_label(self, model: str, version: str) -> str:
+        """Metric label for a version: a served one of a model with versions, else ""."""
+        versions = self.gateway.versions.get(model)
+        return version if versions is not None and version in versions and version else ""
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         length = headers.get(b"content-length")

@@ -140,6 +140,8 @@ class Stats(msgspec.Struct):
     cache: dict[str, Any]
     coalesced: Count
     rejected: dict[str, Count]
+    shadow: dict[str, dict[str, Any]]
+    lifecycle: dict[str, Any]
     gateway_pid: int
 
 

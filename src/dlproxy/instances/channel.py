@@ -123,5 +123,6 @@ class WorkerChannel:
                 case protocol.Heartbeat():
                     self.load = message.load
                 case protocol.Ready():
+                    self.load = message.load
                     if not self.ready.done():
                         self.ready.set_result(message)

@@ -10,8 +10,10 @@ Each model is a folder; each numeric subfolder is a version, holding anything ``
 
 ``DIR/<name>/config.json`` (optional) sets the model's ``version_policy`` (``{"latest": N}``,
 Triton's default ``{"latest": 1}``; ``{"all": true}``; ``{"specific": ["1", "3"]}``), its
-``default_version`` (else the newest served), and serving settings of its own (``MODEL_SETTINGS``)
-that override the server's for this model only.
+``default_version`` (else the newest served), its ``traffic`` between versions (weights,
+``{"1": 95, "2": 5}``: a canary), a ``shadow`` version that also gets a share of the requests
+(``{"version": "2", "percent": 10}``), and serving settings of its own (``MODEL_SETTINGS``) that
+override the server's for this model only.
 
 Scanning never raises for a bad entry: it is reported with its reason (``Entry.error``) and the
 other models are served. Nothing outside the repository is read: a name, a version or a path in
@@ -24,6 +26,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from dlproxy.traffic import Split
 
 CONFIG = "config.json"
 MODEL_SETTINGS = frozenset(
@@ -43,6 +47,8 @@ MODEL_SETTINGS = frozenset(
     }
 )
 """Settings a model's config may set for itself (the rest are the server's)."""
+OWN_KEYS = frozenset({"version_policy", "default_version", "traffic", "shadow"})
+"""The other keys of a model's config: which versions serve, and how traffic reaches them."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class Entry:
     default: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    split: Split | None = None
 
 
 def scan(root: Path) -> list[Entry]:
@@ -87,11 +94,11 @@ def read_entry(base: Path, folder: Path) -> Entry:
     config = _read_json(folder / CONFIG) if (folder / CONFIG).is_file() else {}
     if not isinstance(config, dict):
         raise ValueError(f"{folder / CONFIG} must hold an object")
-    unknown = set(config) - MODEL_SETTINGS - {"version_policy", "default_version"}
+    unknown = set(config) - MODEL_SETTINGS - OWN_KEYS
     if unknown:
         raise ValueError(
             f"{folder / CONFIG}: unknown key(s) {sorted(unknown)}; a model may set "
-            f"version_policy, default_version and {', '.join(sorted(MODEL_SETTINGS))}"
+            f"{', '.join(sorted(OWN_KEYS))} and {', '.join(sorted(MODEL_SETTINGS))}"
         )
     numbers = sorted((p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=int)
     if not numbers:
@@ -106,7 +113,44 @@ def read_entry(base: Path, folder: Path) -> Entry:
             f"({', '.join(served) or 'none'})"
         )
     settings = {k: v for k, v in config.items() if k in MODEL_SETTINGS}
-    return Entry(folder.name, versions, tuple(served), default, settings)
+    split = _split(config, served, folder / CONFIG)
+    return Entry(folder.name, versions, tuple(served), default, settings, split=split)
+
+
+def _split(config: dict[str, Any], served: list[str], path: Path) -> Split | None:
+    """The ``traffic`` and ``shadow`` keys of a model's config, between served versions."""
+    traffic = config.get("traffic", {})
+    shadow = config.get("shadow")
+    if not traffic and shadow is None:
+        return None
+    if not isinstance(traffic, dict) or not all(
+        isinstance(w, int | float) and not isinstance(w, bool) for w in traffic.values()
+    ):
+        raise ValueError(f'{path}: traffic must be {{"<version>": weight, ...}}, got {traffic!r}')
+    if shadow is not None and (
+        not isinstance(shadow, dict)
+        or set(shadow) != {"version", "percent"}
+        or not isinstance(shadow["percent"], int | float)
+    ):
+        raise ValueError(
+            f'{path}: shadow must be {{"version": "2", "percent": 10}}, got {shadow!r}'
+        )
+    weights = {str(v): float(w) for v, w in traffic.items()}
+    named = set(weights) | ({str(shadow["version"])} if shadow else set())
+    missing = sorted(named - set(served))
+    if missing:
+        raise ValueError(
+            f"{path}: traffic names version(s) {missing} that are not served "
+            f"(served: {', '.join(served) or 'none'})"
+        )
+    try:
+        return Split(
+            weights,
+            str(shadow["version"]) if shadow else "",
+            float(shadow["percent"]) / 100 if shadow else 0.0,
+        )
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def _version(base: Path, folder: Path) -> Version:

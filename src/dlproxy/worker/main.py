@@ -30,12 +30,16 @@ class LoadMeter:
         self._process = psutil.Process()
         self._process.cpu_percent()
         self._read_at = 0.0
-        self.load = protocol.Load()
+        self.load = protocol.Load(rss_bytes=self._process.memory_info().rss)
 
     def update(self, service_time: float) -> protocol.Load:
-        now = time.monotonic()
         self.load.service_time = service_time
         self.load.batches += 1
+        return self.refresh()
+
+    def refresh(self) -> protocol.Load:
+        """The figures, with the process readings renewed if they are older than 0.5 s."""
+        now = time.monotonic()
         if now - self._read_at > 0.5:
             self._read_at = now
             self.load.cpu_percent = self._process.cpu_percent()
@@ -69,14 +73,14 @@ def serve(endpoint: str, reference: str, threads: int, heartbeat_s: float) -> No
     model = create_model(reference, threads=threads)
     model.load()
     meter = LoadMeter()
-    send(protocol.Ready(pid=os.getpid(), spec=model.spec))
+    send(protocol.Ready(pid=os.getpid(), spec=model.spec, load=meter.load))
 
     poller = zmq.Poller()
     poller.register(socket, zmq.POLLIN)
     heartbeat_ms = int(heartbeat_s * 1000)
     while True:
         if not poller.poll(heartbeat_ms):  # idle: tell the gateway we are alive
-            send(protocol.Heartbeat(load=meter.load))
+            send(protocol.Heartbeat(load=meter.refresh()))
             continue
         message = protocol.decode_to_worker(socket.recv(copy=False).buffer)
         if isinstance(message, protocol.Stop):

@@ -124,12 +124,16 @@ def serve_first(
     while True:
         ready = dict(poller.poll(heartbeat_ms))
         if not ready:  # idle: tell the gateway we are alive
-            socket.send(protocol.encode(protocol.Heartbeat(load=meter.load)))
+            socket.send(protocol.encode(protocol.Heartbeat(load=meter.refresh())))
             continue
         if inbound in ready:
             match _returned.decode(inbound.recv(copy=False).buffer):
                 case Hello():
-                    socket.send(protocol.encode(protocol.Ready(pid=os.getpid(), spec=stage.spec)))
+                    socket.send(
+                        protocol.encode(
+                            protocol.Ready(pid=os.getpid(), spec=stage.spec, load=meter.load)
+                        )
+                    )
                 case protocol.Result() | protocol.Failure() as reply:
                     reply.load = meter.update(
                         time.perf_counter() - received.pop(reply.id, time.perf_counter())

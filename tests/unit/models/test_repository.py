@@ -4,6 +4,7 @@ settings, and every bad entry reported with its reason without stopping the othe
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,41 @@ def test_nothing_outside_the_repository_is_read(tmp_path: Path) -> None:
 def test_a_missing_repository_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="is not a directory"):
         scan(tmp_path / "nope")
+
+
+def test_a_config_splits_traffic_between_versions_and_names_a_shadow(tmp_path: Path) -> None:
+    for number in ("1", "2", "3"):
+        version(tmp_path, "m", number)
+    config(
+        tmp_path,
+        "m",
+        version_policy={"all": True},
+        default_version="1",
+        traffic={"1": 95, "2": 5},
+        shadow={"version": "3", "percent": 10},
+    )
+    (entry,) = scan(tmp_path)
+    assert entry.split is not None and not entry.error
+    assert entry.split.weights == {"1": 95.0, "2": 5.0}
+    assert entry.split.shadow == "3" and entry.split.shadow_share == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"traffic": {"1": 50, "9": 50}}, r"traffic names version\(s\) \['9'\] that are not served"),
+        ({"traffic": {"1": -1, "2": 5}}, "weights must be >= 0"),
+        ({"traffic": {"1": "all"}}, "traffic must be"),
+        ({"shadow": {"version": "2"}}, "shadow must be"),
+        ({"shadow": {"version": "2", "percent": 150}}, "within 0..1"),
+        ({"shadow": {"version": "7", "percent": 5}}, r"\['7'\] that are not served"),
+    ],
+)
+def test_a_bad_split_is_reported_with_its_reason(
+    tmp_path: Path, values: dict[str, object], reason: str
+) -> None:
+    for number in ("1", "2"):
+        version(tmp_path, "m", number)
+    config(tmp_path, "m", version_policy={"all": True}, **values)
+    (entry,) = scan(tmp_path)
+    assert re.search(reason, entry.error), entry.error
