@@ -54,11 +54,17 @@ class FakeInstance(BatchedInstance):
         self.state = "starting"
         self.delay = delay
         self.failing = False
+        self.start_delay = 0.0  # s its model takes to load
+        self.start_error: Exception | None = None  # raised by start, as a model failing to load
         self.batches: list[int] = []  # the size of every batch computed, in order
         self.load = protocol.Load()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        await asyncio.sleep(self.start_delay)
+        if self.start_error is not None:
+            self.state = "failed"
+            raise self.start_error
         self._adopt(SPEC)
         self.state = "ready"
 
@@ -103,6 +109,27 @@ def options(max_queue_items: int = 100, max_batch: int = 8, **extra: Any) -> Ins
     )
 
 
+def unstarted_pool(
+    name: str = MODEL,
+    version: str = "",
+    policy: str = "round_robin",
+    delay: float = 0.0,
+    factor: float = 2.0,
+    **option: Any,
+) -> tuple[InstancePool, list[FakeInstance]]:
+    """A pool of fake instances, none started yet (``pool.add()`` starts one); with a
+    ``version``, served as that version of ``name`` (as a repository version is)."""
+    made: list[FakeInstance] = []
+    if version or name != MODEL:
+        option["served_as"] = (name, version)
+
+    def factory(on_failure: FailureHandler) -> FakeInstance:
+        made.append(FakeInstance(options(**option), on_failure, delay=delay, factor=factor))
+        return made[-1]
+
+    return InstancePool(name, create_policy(policy), factory, version=version), made
+
+
 async def fake_pool(
     count: int = 2,
     policy: str = "round_robin",
@@ -113,15 +140,7 @@ async def fake_pool(
 ) -> tuple[InstancePool, list[FakeInstance]]:
     """A started pool of ``count`` fake instances (``option``: ``options``' keywords); with a
     ``version``, served as that version of the model (as a repository version is)."""
-    made: list[FakeInstance] = []
-    if version:
-        option["served_as"] = (MODEL, version)
-
-    def factory(on_failure: FailureHandler) -> FakeInstance:
-        made.append(FakeInstance(options(**option), on_failure, delay=delay, factor=factor))
-        return made[-1]
-
-    pool = InstancePool(MODEL, create_policy(policy), factory, version=version)
+    pool, made = unstarted_pool(MODEL, version, policy, delay, factor, **option)
     for _ in range(count):
         await pool.add()
     return pool, made

@@ -49,6 +49,12 @@ class Ready(msgspec.Struct, tag=True, array_like=True):
     load: Load = msgspec.field(default_factory=Load)
 
 
+class LoadFailed(msgspec.Struct, tag=True, array_like=True):
+    """worker -> gateway: the model could not be made or loaded (the worker then exits)."""
+
+    message: str
+
+
 class Result(msgspec.Struct, tag=True, array_like=True):
     """worker -> gateway: one batch computed."""
 
@@ -73,7 +79,7 @@ class Heartbeat(msgspec.Struct, tag=True, array_like=True):
 
 
 ToWorker = Batch | Stop
-FromWorker = Ready | Result | Failure | Heartbeat
+FromWorker = Ready | LoadFailed | Result | Failure | Heartbeat
 
 _encoder = msgspec.msgpack.Encoder()
 _to_worker = msgspec.msgpack.Decoder(ToWorker)
@@ -88,7 +94,7 @@ def decode_to_worker(data: bytes | memoryview) -> Batch | Stop:
     return _to_worker.decode(data)
 
 
-def decode_from_worker(data: bytes | memoryview) -> Ready | Result | Failure | Heartbeat:
+def decode_from_worker(data: bytes | memoryview) -> FromWorker:
     return _from_worker.decode(data)
 
 

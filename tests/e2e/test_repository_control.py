@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import tritonclient.http as triton
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from serving import Server
@@ -154,3 +155,90 @@ def test_polling_reloads_a_changed_model_and_unloads_a_removed_one(
         assert infer(running, "doomed").status_code == 404
     finally:
         assert running.stop(timeout=20) == 0
+
+
+def instances(server: Server, model: str) -> dict[str, list[int]]:
+    rows = httpx.get(f"{server.url}/admin/instances", timeout=10).json()
+    pids: dict[str, list[int]] = {}
+    for row in rows:
+        if row["model"] == model:
+            pids.setdefault(row["version"], []).append(row["pid"])
+    return pids
+
+
+def test_a_canary_split_and_a_shadow_apply_on_load_and_unchanged_versions_keep_running(
+    server: Server, repository: Path
+) -> None:
+    for number in ("1", "2", "3"):
+        version(repository, "canary", number)
+    config = repository / "canary" / "config.json"
+    config.write_text(json.dumps({"version_policy": {"all": True}, "default_version": "1"}))
+    client(server).load_model("canary")
+    assert {infer(server, "canary").json()["model_version"] for _ in range(10)} == {"1"}
+    before = instances(server, "canary")
+    config.write_text(
+        json.dumps(
+            {
+                "version_policy": {"all": True},
+                "default_version": "1",
+                "traffic": {"1": 50, "2": 50},
+                "shadow": {"version": "3", "percent": 100},
+            }
+        )
+    )
+    client(server).load_model("canary")
+    assert instances(server, "canary") == before  # only the split changed: nothing restarted
+    answered = {infer(server, "canary").json()["model_version"] for _ in range(40)}
+    assert answered == {"1", "2"}
+    pinned = httpx.post(
+        f"{server.url}/v2/models/canary/versions/3/infer",
+        json={"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [1]}]},
+        timeout=30,
+    )
+    assert pinned.json()["model_version"] == "3"
+    shadow: dict[str, object] = {}
+    for _ in range(100):  # the copies are computed off the requests' path
+        shadow = httpx.get(f"{server.url}/stats", timeout=10).json()["shadow"].get("canary/3", {})
+        if shadow.get("compared") == 40:
+            break
+        threading.Event().wait(0.05)
+    assert shadow["compared"] == 40 and shadow["errors"] == 0
+    assert shadow["similarity_min"] == 1.0  # echo: the same answer on every version
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(
+            httpx.get(f"{server.url}/metrics", timeout=10).text
+        )
+        for sample in family.samples
+        if sample.labels.get("model") == "canary"
+    }
+    shadow_key = (("model", "canary"), ("result", "compared"), ("version", "3"))
+    assert samples["dlproxy_shadow_requests_total", shadow_key] == 40
+    assert samples["dlproxy_traffic_weight", (("model", "canary"), ("version", "2"))] == 0.5
+    answered_by_2 = (("code", "200"), ("model", "canary"), ("protocol", "kserve"), ("version", "2"))
+    assert samples["dlproxy_requests_total", answered_by_2] >= 1
+
+
+def test_a_class_that_raises_in_load_is_reported_with_its_reason(
+    server: Server, repository: Path
+) -> None:
+    good = version(repository, "coded", "1")
+    assert good.is_dir()
+    client(server).load_model("coded")
+    bad = repository / "coded" / "2"
+    bad.mkdir()
+    (bad / "model.py").write_text(
+        "class Broken:\n"
+        "    def load(self):\n"
+        "        raise ValueError('weights.bin is missing')\n"
+        "    def predict(self, batch):\n"
+        "        return batch\n"
+    )
+    (bad / "model.json").write_text(json.dumps({"model": "model:Broken"}))
+    with pytest.raises(InferenceServerException, match="weights.bin is missing"):
+        client(server).load_model("coded")
+    rows = [row for row in client(server).get_model_repository_index() if row["name"] == "coded"]
+    assert {(r["version"], r["state"]) for r in rows} == {("1", "READY"), ("2", "UNAVAILABLE")}
+    assert any("ValueError: weights.bin is missing" in r.get("reason", "") for r in rows)
+    assert infer(server, "coded").json()["model_version"] == "1"  # the previous one serves
+    assert httpx.get(f"{server.url}/v2/health/live", timeout=10).status_code == 200

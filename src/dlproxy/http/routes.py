@@ -315,6 +315,7 @@ def build_starlette(
             schemas.Instance(
                 id=instance.id,
                 model=pool.name,
+                version=pool.version,
                 reference=instance.reference,
                 state=instance.state,  # type: ignore[arg-type]
                 pid=instance.pid,
@@ -331,7 +332,7 @@ def build_starlette(
                 cpu_percent=instance.load.cpu_percent,
                 rss_bytes=instance.load.rss_bytes,
             )
-            for pool in gateway.pools.values()
+            for pool in gateway.all_pools()
             for instance in pool.instances
         ]
         return StructResponse(rows)

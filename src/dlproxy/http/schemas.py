@@ -86,6 +86,7 @@ class Instance(msgspec.Struct):
 
     id: str
     model: str
+    version: str  # "" for a model served without versions
     reference: str
     state: State
     pid: int | None

@@ -126,3 +126,6 @@ class WorkerChannel:
                     self.load = message.load
                     if not self.ready.done():
                         self.ready.set_result(message)
+                case protocol.LoadFailed():
+                    if not self.ready.done():
+                        self.ready.set_exception(RuntimeError(message.message))

@@ -88,12 +88,18 @@ class LocalInstance(BatchedInstance):
             return_when=asyncio.FIRST_COMPLETED,
         )
         exited.cancel()
-        if self._channel.ready not in done:
+        ready = self._channel.ready
+        if exited in done and not ready.done():  # its last words may still be on the way
+            await asyncio.wait({ready}, timeout=0.5)
+        failure = ready.exception() if ready.done() else None
+        if ready not in done or failure is not None:
             codes = [p.returncode for p in self._processes]
             await self._kill()
             self.state = "failed"
             # Its socket too: an open socket would block the zmq context's term() at shutdown.
             await self._channel.close()
+            if failure is not None:
+                raise RuntimeError(f"instance of '{self.reference}' failed to load: {failure}")
             raise RuntimeError(f"instance of '{self.reference}' did not start (exit codes {codes})")
         self._adopt(self._channel.ready.result().spec)  # no await since it became ready
         self.state = "ready"

@@ -6,7 +6,8 @@ Each model is a folder; each numeric subfolder is a version, holding anything ``
 - ``dlproxy.json`` (+ its graph), a ``dlproxy compress`` output;
 - ``modules.json`` (+ tokenizer, pooling, ``onnx/model.onnx``), a sentence-transformers directory;
 - ``model.json``, ``{"model": "<any --model reference>"}`` (a built-in such as ``minilm:int8``, or
-  ``package.module:Class``); a relative path in it is read from the version folder.
+  ``package.module:Class``); a relative path in it is read from the version folder, and
+  ``model:Class`` with a ``model.py`` beside it is that file's class (as Triton's Python backend).
 
 ``DIR/<name>/config.json`` (optional) sets the model's ``version_policy`` (``{"latest": N}``,
 Triton's default ``{"latest": 1}``; ``{"all": true}``; ``{"specific": ["1", "3"]}``), its
@@ -170,6 +171,9 @@ def _reference(base: Path, folder: Path) -> str:
             raise ValueError(f'{folder / "model.json"} must be {{"model": "<reference>"}}')
         if reference.endswith(".onnx") or "/" in reference:
             return str(_inside(base, folder / reference))
+        module, sep, attribute = reference.rpartition(":")
+        if sep and (folder / f"{module}.py").is_file():  # the folder's own code: model.py
+            return f"{_inside(base, folder / f'{module}.py')}:{attribute}"
         return reference
     for marker in ("dlproxy.json", "modules.json"):
         if (folder / marker).is_file():

@@ -13,7 +13,9 @@ import ctypes
 import ctypes.util
 import os
 import signal
+import sys
 import time
+import traceback
 
 import psutil
 import zmq
@@ -70,8 +72,15 @@ def serve(endpoint: str, reference: str, threads: int, heartbeat_s: float) -> No
     def send(message: protocol.FromWorker) -> None:
         socket.send(protocol.encode(message), copy=False)
 
-    model = create_model(reference, threads=threads)
-    model.load()
+    try:
+        model = create_model(reference, threads=threads)
+        model.load()
+    except Exception as exc:  # tell the gateway why, so the operator sees it where they look
+        traceback.print_exc()
+        send(protocol.LoadFailed(f"{type(exc).__name__}: {exc}"))
+        socket.close()  # lingers until the message is out
+        context.term()
+        sys.exit(1)
     meter = LoadMeter()
     send(protocol.Ready(pid=os.getpid(), spec=model.spec, load=meter.load))
 
