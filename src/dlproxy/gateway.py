@@ -173,13 +173,16 @@ class Gateway:
         model = request.model
         self.active[model] += 1  # from now on the model is busy: never unloaded under us
         try:
+            waited = 0.0
             if model not in self.versions and self.on_demand.knows(model):
                 started = time.perf_counter()
                 await self.on_demand.ensure(model, request.deadline)
-                waits = self.load_waits.setdefault(model, Histogram(LATENCY_BUCKETS))
-                waits.observe(time.perf_counter() - started)
+                waited = time.perf_counter() - started
+                self.load_waits.setdefault(model, Histogram(LATENCY_BUCKETS)).observe(waited)
             self.last_used[model] = time.monotonic()
-            return await self._serve(request)
+            response = await self._serve(request)
+            response.load_wait = waited
+            return response
         finally:
             self.active[model] -= 1
             if self.active[model] <= 0:

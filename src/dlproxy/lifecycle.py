@@ -198,7 +198,7 @@ class ModelControl:
                 self._loading.discard(name)
             self._failures.pop(name, None)
             self.gateway.model_events[name, "load", reason] += 1
-            self._sizes[name] = _size(pools)
+            self._sizes[name] = max(self._sizes.get(name, 0), _size(pools))
             log.info(
                 "model %s: loaded (%s) versions %s, default %s, %s kept running; %.0f MiB",
                 name,
@@ -224,6 +224,8 @@ class ModelControl:
         old = self.gateway.uninstall(name)
         if old is None:
             return None
+        # Workers grow past their size at load (buffers for bigger batches): remember the most.
+        self._sizes[name] = max(self._sizes.get(name, 0), _size(old))
         for key in [k for k in self._recipes if k[0] == name]:
             del self._recipes[key]
         self.gateway.model_events[name, "unload", reason] += 1
@@ -292,8 +294,8 @@ class ModelControl:
         ]
 
     def _estimate(self, name: str) -> int:
-        """The bytes ``name`` will take: as measured last time, else the mean of the models
-        measured so far (0 for the very first: it is measured once loaded)."""
+        """The bytes ``name`` will take: the most it was measured at, else the mean of the
+        models measured so far (0 for the very first: it is measured once loaded)."""
         if name in self._sizes:
             return self._sizes[name]
         return sum(self._sizes.values()) // len(self._sizes) if self._sizes else 0

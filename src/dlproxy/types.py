@@ -128,6 +128,7 @@ class InferenceResponse:
     outputs: dict[str, np.ndarray]
     instance: InstanceId = ""
     cache: str = "miss"
+    load_wait: float = 0.0  # s it waited for its model to load (models loaded on demand)
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,7 +80,9 @@ def test_models_load_on_demand_and_the_least_recently_used_makes_room(
         assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == [3]
     assert ready(server) == {"a", "b"}
     b_worker = worker_pids(server)["b"]
-    assert infer(server, "c").status_code == 200  # b is the least recently used: it goes
+    cold = infer(server, "c")  # b is the least recently used: it goes
+    assert cold.status_code == 200 and float(cold.headers["x-dlproxy-load-wait-ms"]) > 0
+    assert "x-dlproxy-load-wait-ms" not in infer(server, "c").headers  # loaded: no wait
     assert ready(server) == {"a", "c"}
     assert not psutil.pid_exists(b_worker) or psutil.Process(b_worker).status() == "zombie"
     figures = httpx.get(f"{server.url}/stats", timeout=10).json()["lifecycle"]

@@ -107,6 +107,8 @@ class InferenceApp:
                 (b"x-dlproxy-instance", response.instance.encode()),
                 (b"x-dlproxy-cache", response.cache.encode()),
             ]
+            if response.load_wait:
+                extra.append((b"x-dlproxy-load-wait-ms", b"%.1f" % (response.load_wait * 1000)))
             await _respond(send, 200, payload, request_id, extra, content_type)
             self._record(codec, request.model, 200, started, request_id, response)
         except Exception as exc:
