@@ -13,8 +13,6 @@ import zmq.asyncio
 
 from dlproxy import assembly
 from dlproxy.autoscaler import Controller
-from dlproxy.autoscaling.base import create_policy as create_scaling_policy
-from dlproxy.autoscaling.limits import Limits as ScalingLimits
 from dlproxy.caching.base import MemoryCache
 from dlproxy.caching.tiered import TieredCache
 from dlproxy.gateway import Gateway, Limits
@@ -22,7 +20,7 @@ from dlproxy.http.auth import build_authenticator
 from dlproxy.http.ratelimit import RateLimiter
 from dlproxy.http.routes import InferenceApp
 from dlproxy.metrics import MetricsOff, RequestMetrics
-from dlproxy.settings import Settings, usable_cores
+from dlproxy.settings import Settings
 
 log = logging.getLogger("dlproxy")
 
@@ -101,36 +99,24 @@ def build_cache(settings: Settings) -> TieredCache | None:
 
 
 def start_autoscaler(settings: Settings, gateway: Gateway) -> asyncio.Task[None] | None:
-    """The autoscaler's loop, when ``--autoscale`` names a policy."""
-    if not settings.autoscale:
+    """The autoscaler's loop, when ``--autoscale`` names a policy or a repository model may
+    name its own; it scales each pool by the plan the pool was made with."""
+    if not settings.autoscale and settings.model_repository is None:
         return None
-    name = settings.autoscale
-    options: dict[str, float] = {}
-    if name == "cost":
-        options = {"cost_per_hour": settings.instance_cost_per_hour}
-        if settings.slo_ms:
-            options["slo"] = settings.slo_ms / 1000
-    options.update(settings.scale_options)
-    create_scaling_policy(name, **options)  # fail now, not at the first tick, on a bad name
-    limits = ScalingLimits(
-        min_instances=settings.min_instances,
-        max_instances=settings.max_instances or usable_cores(),
-        down_cooldown=settings.scale_down_cooldown_s,
-    )
     controller = Controller(
-        list(gateway.pools.values()),
+        gateway.all_pools,
         gateway.arrivals,
         gateway.scaling_decisions,
-        lambda: create_scaling_policy(name, **options),
-        limits,
         settings.scale_interval_s,
     )
-    log.info(
-        "autoscaling with %s between %d and %d instances",
-        name,
-        limits.min_instances,
-        limits.max_instances,
-    )
+    plan = assembly.scaling_plan(settings)
+    if plan is not None:
+        log.info(
+            "autoscaling with %s between %d and %d instances",
+            plan.policy,
+            plan.limits.min_instances,
+            plan.limits.max_instances,
+        )
     return asyncio.create_task(controller.run(), name="autoscaler")
 
 
@@ -141,9 +127,10 @@ async def serve(settings: Settings) -> None:
     context = zmq.asyncio.Context()
     try:
         models = assembly.deployments(settings)
-    except ValueError as exc:  # a missing repository, or one name served twice
+        pools = assembly.build_pools(settings, context, models)
+    except ValueError as exc:  # a missing repository, a name served twice, a bad policy name
+        context.term()
         raise SystemExit(f"dlproxy serve: {exc}") from None
-    pools = assembly.build_pools(settings, context, models)
     gateway = Gateway(
         pools,
         Limits(settings.max_items, settings.max_text_bytes),

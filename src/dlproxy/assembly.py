@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 import zmq.asyncio
 
+from dlproxy.autoscaling.base import create_policy as create_scaling_policy
+from dlproxy.autoscaling.limits import Limits as ScalingLimits
+from dlproxy.autoscaling.limits import ScalingPlan
 from dlproxy.batching.policy import AdaptiveBatching, BatchingPolicy, FixedBatching
 from dlproxy.clock import MonotonicClock
 from dlproxy.instances.base import FailureHandler, Instance, InstanceOptions
@@ -26,7 +29,7 @@ from dlproxy.instances.upstream import UpstreamClient, UpstreamInstance
 from dlproxy.models.registry import model_name
 from dlproxy.models.repository import Entry
 from dlproxy.scheduling.base import create_policy
-from dlproxy.settings import Settings
+from dlproxy.settings import Settings, usable_cores
 from dlproxy.traffic import Split
 
 log = logging.getLogger("dlproxy")
@@ -44,6 +47,7 @@ class Deployment:
     initial: int | None = None  # instances to start with, when the model sets its own
     default: bool = True
     split: Split | None = None  # the model's traffic between its versions, and its shadow
+    cached: bool = True  # False: the model's config turned the result cache off for it
 
 
 def deployments(settings: Settings) -> list[Deployment]:
@@ -79,6 +83,13 @@ def entry_deployments(entry: Entry, settings: Settings) -> list[Deployment]:
             )
     if entry.error or not entry.served:
         raise ValueError(entry.error or "no version can be served")
+    cache = entry.settings.get("cache")
+    if cache is not None and cache not in ("none", settings.cache):
+        raise ValueError(
+            f'cache {cache!r}: a model may turn the result cache off ("none"); its policy is '
+            f"the server's ({settings.cache!r}, --cache)"
+        )
+
     own = Settings.model_validate({**settings.model_dump(), **entry.settings})
     references = {v.number: v.reference for v in entry.versions}
     return [
@@ -90,6 +101,7 @@ def entry_deployments(entry: Entry, settings: Settings) -> list[Deployment]:
             entry.settings.get("instances"),
             number == entry.default,
             entry.split,
+            cache != "none",
         )
         for number in entry.served
     ]
@@ -138,9 +150,34 @@ def build_pools(
             remotes=remotes,
             version=deployment.version,
             initial=deployment.initial,
+            scaling=scaling_plan(own),
+            cached=deployment.cached,
         )
         pools.append(pool)
     return pools
+
+
+def scaling_plan(settings: Settings) -> ScalingPlan | None:
+    """How the autoscaler scales a model made with ``settings`` (``--autoscale``, or its own
+    ``autoscale`` in a repository config), or None."""
+    if not settings.autoscale:
+        return None
+    options: dict[str, float] = {}
+    if settings.autoscale == "cost":
+        options = {"cost_per_hour": settings.instance_cost_per_hour}
+        if settings.slo_ms:
+            options["slo"] = settings.slo_ms / 1000
+    options.update(settings.scale_options)
+    create_scaling_policy(settings.autoscale, **options)  # fail now on a bad name or option
+    return ScalingPlan(
+        settings.autoscale,
+        options,
+        ScalingLimits(
+            min_instances=settings.min_instances,
+            max_instances=settings.max_instances or usable_cores(),
+            down_cooldown=settings.scale_down_cooldown_s,
+        ),
+    )
 
 
 def default_versions(models: list[Deployment]) -> dict[str, str]:

@@ -1,5 +1,9 @@
 """The live autoscaler: every tick, snapshot each pool, ask the policy, apply limits, act.
 
+The pools are looked up at every tick (models and versions come and go at run time), and each
+pool carries its own ``ScalingPlan`` (policy, options, limits: a repository model may set its
+own); pools without one are left alone.
+
 Policies only say a number; this controller owns everything else once: min/max, cooldowns and
 step limits (the same ``Limits`` the simulator uses), the decision log with its reason, the
 ``scaling_decisions`` counter, and the pool changes (an added instance takes traffic only when
@@ -12,13 +16,13 @@ import asyncio
 import functools
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import psutil
 
-from dlproxy.autoscaling.base import ScalingPolicy, Snapshot
-from dlproxy.autoscaling.limits import Limits, LimitState, apply_limits
+from dlproxy.autoscaling.base import ScalingPolicy, Snapshot, create_policy
+from dlproxy.autoscaling.limits import LimitState, apply_limits
 from dlproxy.clock import Clock, MonotonicClock
 from dlproxy.instances.pool import InstancePool
 
@@ -38,38 +42,50 @@ class PoolWatch:
 class Controller:
     def __init__(
         self,
-        pools: list[InstancePool],
-        arrivals: Counter[str],
+        pools: Callable[[], Iterable[InstancePool]],
+        arrivals: Counter[tuple[str, str]],
         decisions: Counter[tuple[str, str]],
-        policy_factory: Callable[[], ScalingPolicy],
-        limits: Limits,
         interval: float = 1.0,
         startup_time: float = 3.0,
         clock: Clock | None = None,
     ) -> None:
-        self.pools = pools
-        self.arrivals = arrivals  # requests per model, counted by the gateway as they arrive
-        self.policies = {pool.name: policy_factory() for pool in pools}
-        self.limits = limits
+        self.pools = pools  # every pool served now
+        self.arrivals = arrivals  # requests per (model, version), counted by the gateway
         self.interval = interval
         self.startup_time = startup_time
         self.clock = clock or MonotonicClock()
         self.decisions = decisions  # (model, "up" | "down") -> count, exported as a metric
-        self._watch = {pool.name: PoolWatch(at=self.clock.now()) for pool in pools}
-        self._changing: dict[str, asyncio.Task[None]] = {}
+        self._policies: dict[int, ScalingPolicy] = {}  # by id(pool): a reloaded pool starts anew
+        self._watch: dict[int, PoolWatch] = {}
+        self._changing: dict[int, asyncio.Task[None]] = {}
 
     async def run(self) -> None:
         """Tick until cancelled."""
         while True:
             await asyncio.sleep(self.interval)
-            for pool in self.pools:
+            current = [pool for pool in self.pools() if pool.scaling is not None]
+            for key in set(self._watch) - {id(pool) for pool in current}:
+                self._watch.pop(key, None)  # unloaded or replaced
+                self._policies.pop(key, None)
+            for pool in current:
                 self.tick(pool)
+
+    def _policy(self, pool: InstancePool) -> ScalingPolicy:
+        key = id(pool)
+        if key not in self._policies:
+            assert pool.scaling is not None
+            self._policies[key] = create_policy(pool.scaling.policy, **pool.scaling.options)
+            self._watch[key] = PoolWatch(
+                requests=self.arrivals[pool.name, pool.version], at=self.clock.now()
+            )
+        return self._policies[key]
 
     def snapshot(self, pool: InstancePool) -> Snapshot:
         now = self.clock.now()
-        watch = self._watch[pool.name]
+        self._policy(pool)
+        watch = self._watch[id(pool)]
         stats = [i.batcher.statistics() for i in pool.instances]
-        requests = self.arrivals[pool.name]
+        requests = self.arrivals[pool.name, pool.version]
         elapsed = max(now - watch.at, 1e-9)
         rate = max(0.0, (requests - watch.requests) / elapsed)
         watch.requests, watch.at = requests, now
@@ -99,21 +115,25 @@ class Controller:
         )
 
     def tick(self, pool: InstancePool) -> None:
-        if pool.name in self._changing:  # one change at a time per pool
+        key = id(pool)
+        if key in self._changing or pool.scaling is None:  # one change at a time per pool
             return
+        policy = self._policy(pool)
         snapshot = self.snapshot(pool)
         now = self.clock.now()
         current = snapshot.ready + snapshot.starting
-        wanted = self.policies[pool.name].desired(snapshot, now)
-        target = apply_limits(current, wanted, now, self.limits, self._watch[pool.name].limit_state)
+        wanted = policy.desired(snapshot, now)
+        limits = pool.scaling.limits
+        target = apply_limits(current, wanted, now, limits, self._watch[key].limit_state)
         if target == current:
             return
         direction = "up" if target > current else "down"
         self.decisions[pool.name, direction] += 1
         log.info(
-            "scaling %s %s: %d -> %d (policy wants %d; rate %.1f/s, queued %d, in flight %d, "
+            "scaling %s%s %s: %d -> %d (policy wants %d; rate %.1f/s, queued %d, in flight %d, "
             "cpu %.0f%%, p99 %.1f ms)",
             pool.name,
+            f" version {pool.version}" if pool.version else "",
             direction,
             current,
             target,
@@ -125,11 +145,11 @@ class Controller:
             snapshot.p99_latency * 1000,
         )
         task = asyncio.ensure_future(pool.scale_to(target))
-        self._changing[pool.name] = task
-        task.add_done_callback(functools.partial(self._changed, pool.name))
+        self._changing[key] = task
+        task.add_done_callback(functools.partial(self._changed, key, pool.name))
 
-    def _changed(self, name: str, task: asyncio.Task[None]) -> None:
-        self._changing.pop(name, None)
+    def _changed(self, key: int, name: str, task: asyncio.Task[None]) -> None:
+        self._changing.pop(key, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("scaling %s failed: %s", name, task.exception())
 

@@ -94,7 +94,8 @@ class Gateway:
         self.hedge_after = hedge_after
         self.started = False  # set once the initial instances are up
         self.retries: Counter[tuple[str, str]] = Counter()
-        self.arrivals: Counter[str] = Counter()  # requests per model: the autoscaler's load signal
+        # Requests per (model, version): the autoscaler's load signal.
+        self.arrivals: Counter[tuple[str, str]] = Counter()
         self.scaling_decisions: Counter[tuple[str, str]] = Counter()
         # Models loaded on demand (the memory budget): which are in use, and since when idle.
         self.on_demand: OnDemand | None = None
@@ -198,13 +199,13 @@ class Gateway:
 
     async def _answer(self, pool: InstancePool, request: InferenceRequest) -> InferenceResponse:
         """Validate, cache, coalesce, compute, store."""
-        self.arrivals[request.model] += 1
+        self.arrivals[pool.name, pool.version] += 1
         spec = pool.spec
         if spec is None:
             raise Overloaded(f"model '{request.model}' is still loading", retry_after=5.0)
         validate(request, spec, self.limits)
         parameters = model_parameters(request)
-        if self.cache is None and self.coalescer is None:
+        if (self.cache is None or not pool.cached) and self.coalescer is None:
             outputs, instance = await self._compute(pool, request, parameters)
             return InferenceResponse(request.model, spec.version, request.id, outputs, instance)
         try:
@@ -231,7 +232,7 @@ class Gateway:
         keys = item_keys(request, spec.fingerprint, parameters)
         rows: list[Row | None] = [None] * len(keys)
         levels: list[str] = ["miss"] * len(keys)
-        if self.cache is not None:
+        if self.cache is not None and pool.cached:
             for index, (row, level) in enumerate(await self.cache.get_many(keys)):
                 rows[index], levels[index] = row, level
         waits: dict[int, asyncio.Future[Row]] = {}
@@ -283,7 +284,7 @@ class Gateway:
         if self.coalescer is not None:
             for index, row in zip(indexes, rows, strict=True):
                 self.coalescer.resolve(keys[index], row)
-        if self.cache is not None:
+        if self.cache is not None and pool.cached:
             await self.cache.put_many(
                 [(keys[index], row) for index, row in zip(indexes, rows, strict=True)]
             )

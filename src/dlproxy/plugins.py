@@ -37,7 +37,9 @@ def _from_file(path: Path) -> ModuleType:
     """A module from a file (a model's ``model.py`` in its repository folder)."""
     if not path.is_file():
         raise ModuleNotFoundError(f"no file {path}")
-    name = f"dlproxy_user_{hashlib.blake2b(str(path.resolve()).encode(), digest_size=6).hexdigest()}"
+    name = (
+        f"dlproxy_user_{hashlib.blake2b(str(path.resolve()).encode(), digest_size=6).hexdigest()}"
+    )
     found = importlib.util.spec_from_file_location(name, path)
     assert found is not None and found.loader is not None
     module = importlib.util.module_from_spec(found)

@@ -30,7 +30,9 @@ print(psutil.Process().memory_info().rss)
 
 def echo_worker_bytes() -> int:
     """About what one echo worker holds: a process that imported and loaded what it does."""
-    out = subprocess.run([sys.executable, "-c", MEASURE], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE], capture_output=True, text=True, check=True
+    )
     return int(out.stdout.strip())
 
 

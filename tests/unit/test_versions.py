@@ -171,3 +171,12 @@ async def test_install_replaces_only_the_pools_not_kept_and_uninstall_is_immedia
         await gateway.infer(request(1))
     for pool in (one, two, three, newer):
         await pool.close()
+
+
+async def test_a_model_whose_config_turns_the_cache_off_is_always_computed() -> None:
+    gateway, made = await versioned(cache=TieredCache(MemoryCache("lru", 100)))
+    gateway.versions[MODEL]["1"].cached = False
+    for _ in range(2):
+        assert (await gateway.infer(request(4))).cache == "miss"
+    assert made["1"][0].batches == [1, 1]
+    await gateway.close()

@@ -9,7 +9,7 @@ simulated policy meets exactly the brakes it meets in production.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,3 +72,13 @@ def apply_limits(current: int, desired: int, now: float, limits: Limits, state: 
     elif target < current:
         state.last_down = now
     return target
+
+
+@dataclass(frozen=True)
+class ScalingPlan:
+    """How one model's pool is scaled: the policy by name, its options, and its limits (each
+    model of a repository may have its own)."""
+
+    policy: str
+    options: dict[str, float] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)

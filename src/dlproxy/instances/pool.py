@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from dlproxy.autoscaling.limits import ScalingPlan
 from dlproxy.batching.batcher import Outputs, Pending
 from dlproxy.errors import InstanceFailed, Overloaded
 from dlproxy.instances.base import FailureHandler, Instance
@@ -32,10 +33,14 @@ class InstancePool:
         remotes: Sequence[Callable[[InstancePool], Instance]] = (),
         version: str = "",
         initial: int | None = None,
+        scaling: ScalingPlan | None = None,
+        cached: bool = True,
     ) -> None:
         self.name = name
         self.version = version  # "" for a model served without versions (--model)
         self.initial = initial  # instances to start with; None: the server's count
+        self.scaling = scaling  # how the autoscaler scales it; None: it does not
+        self.cached = cached  # whether its results go to the result cache (if there is one)
         self.policy = policy
         self.instances: list[Instance] = []
         self.remotes = tuple(remotes)  # remote servers, built for this pool and attached at start

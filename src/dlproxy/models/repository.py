@@ -45,6 +45,12 @@ MODEL_SETTINGS = frozenset(
         "max_queue",
         "max_queue_wait_ms",
         "hang_timeout_s",
+        "autoscale",
+        "scale_options",
+        "min_instances",
+        "max_instances",
+        "scale_down_cooldown_s",
+        "cache",
     }
 )
 """Settings a model's config may set for itself (the rest are the server's)."""

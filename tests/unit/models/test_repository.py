@@ -79,7 +79,7 @@ def test_bad_entries_carry_their_reason_and_the_others_are_served(tmp_path: Path
     (tmp_path / "no-versions").mkdir()
     version(tmp_path, "empty", "1", model=None)
     version(tmp_path, "bad-config", "1")
-    config(tmp_path, "bad-config", cache="lru")
+    config(tmp_path, "bad-config", redis="redis://x")
     version(tmp_path, "bad-policy", "1")
     config(tmp_path, "bad-policy", version_policy={"newest": 1})
     version(tmp_path, "half", "1", model=None)
@@ -89,7 +89,7 @@ def test_bad_entries_carry_their_reason_and_the_others_are_served(tmp_path: Path
     assert "has no version folder" in entries["no-versions"].error
     assert entries["empty"].served == ()
     assert "holds nothing to serve" in entries["empty"].versions[0].error
-    assert "unknown key(s) ['cache']" in entries["bad-config"].error
+    assert "unknown key(s) ['redis']" in entries["bad-config"].error
     assert "version_policy" in entries["bad-policy"].error
     assert entries["half"].served == ("2",)  # the broken 1 is skipped
 
@@ -134,7 +134,10 @@ def test_a_config_splits_traffic_between_versions_and_names_a_shadow(tmp_path: P
 @pytest.mark.parametrize(
     ("values", "reason"),
     [
-        ({"traffic": {"1": 50, "9": 50}}, r"traffic names version\(s\) \['9'\] that are not served"),
+        (
+            {"traffic": {"1": 50, "9": 50}},
+            r"traffic names version\(s\) \['9'\] that are not served",
+        ),
         ({"traffic": {"1": -1, "2": 5}}, "weights must be >= 0"),
         ({"traffic": {"1": "all"}}, "traffic must be"),
         ({"shadow": {"version": "2"}}, "shadow must be"),
@@ -150,3 +153,19 @@ def test_a_bad_split_is_reported_with_its_reason(
     config(tmp_path, "m", version_policy={"all": True}, **values)
     (entry,) = scan(tmp_path)
     assert re.search(reason, entry.error), entry.error
+
+
+def test_a_model_may_turn_the_cache_off_but_not_choose_another_policy(tmp_path: Path) -> None:
+    from dlproxy.assembly import entry_deployments
+    from dlproxy.settings import Settings
+
+    version(tmp_path, "off", "1")
+    config(tmp_path, "off", cache="none")
+    version(tmp_path, "other", "1")
+    config(tmp_path, "other", cache="lfu")
+    entries = by_name(tmp_path)
+    server = Settings(cache="lru", models=[])
+    (deployment,) = entry_deployments(entries["off"], server)
+    assert deployment.cached is False
+    with pytest.raises(ValueError, match="may turn the result cache off"):
+        entry_deployments(entries["other"], server)
