@@ -235,7 +235,7 @@ def test_a_class_that_raises_in_load_is_reported_with_its_reason(
         "        return batch\n"
     )
     (bad / "model.json").write_text(json.dumps({"model": "model:Broken"}))
-    with pytest.raises(InferenceServerException, match="weights.bin is missing"):
+    with pytest.raises(InferenceServerException, match=r"weights\.bin is missing"):
         client(server).load_model("coded")
     rows = [row for row in client(server).get_model_repository_index() if row["name"] == "coded"]
     assert {(r["version"], r["state"]) for r in rows} == {("1", "READY"), ("2", "UNAVAILABLE")}

@@ -97,7 +97,7 @@ def memory(gateway: Gateway) -> int:
 
 async def test_a_model_loads_on_its_first_request_and_the_wait_is_counted(tmp_path: Path) -> None:
     workers = Workers({"a": 100 * MB})
-    models, gateway = control(repository(tmp_path, "a"), workers)
+    _models, gateway = control(repository(tmp_path, "a"), workers)
     assert loaded(gateway) == set()
     response = await gateway.infer(ask("a", 3.0))
     assert response.outputs["embedding"][0, 0] == 6.0 and response.model_version == "1"
@@ -112,7 +112,7 @@ async def test_a_model_loads_on_its_first_request_and_the_wait_is_counted(tmp_pa
 
 async def test_the_least_recently_used_idle_model_makes_room(tmp_path: Path) -> None:
     workers = Workers({"a": 100 * MB, "b": 100 * MB, "c": 100 * MB})
-    models, gateway = control(repository(tmp_path, "a", "b", "c"), workers)
+    _models, gateway = control(repository(tmp_path, "a", "b", "c"), workers)
     for name in ("a", "b", "a"):  # b is now the least recently used
         await gateway.infer(ask(name))
     await gateway.infer(ask("c"))
@@ -127,7 +127,7 @@ async def test_the_least_recently_used_idle_model_makes_room(tmp_path: Path) -> 
 async def test_a_model_with_a_request_in_flight_is_never_evicted(tmp_path: Path) -> None:
     workers = Workers({"a": 100 * MB, "b": 100 * MB, "c": 100 * MB})
     workers.delay["a"] = 0.3
-    models, gateway = control(repository(tmp_path, "a", "b", "c"), workers)
+    _models, gateway = control(repository(tmp_path, "a", "b", "c"), workers)
     await gateway.infer(ask("a"))
     await gateway.infer(ask("b"))
     slow = asyncio.ensure_future(gateway.infer(ask("a", 5.0)))  # a is the LRU, but busy
@@ -144,7 +144,7 @@ async def test_when_every_model_stays_busy_the_load_gives_up_with_503(
     monkeypatch.setattr(lifecycle, "ROOM_WAIT", 0.2)
     workers = Workers({"a": 100 * MB, "b": 100 * MB})
     workers.delay["a"] = 1.0
-    models, gateway = control(repository(tmp_path, "a", "b"), workers, budget=150 * MB)
+    _models, gateway = control(repository(tmp_path, "a", "b"), workers, budget=150 * MB)
     await gateway.infer(ask("a"))  # measured now: b is estimated at a's size
     slow = asyncio.ensure_future(gateway.infer(ask("a")))
     await asyncio.sleep(0.05)
@@ -184,7 +184,7 @@ async def test_a_failing_load_answers_503_and_is_not_retried_at_once(tmp_path: P
 async def test_concurrent_first_requests_share_one_load(tmp_path: Path) -> None:
     workers = Workers({"a": 10 * MB})
     workers.start_delay = 0.1
-    models, gateway = control(repository(tmp_path, "a"), workers)
+    _models, gateway = control(repository(tmp_path, "a"), workers)
     answers = await asyncio.gather(*(gateway.infer(ask("a", i)) for i in range(8)))
     assert [a.outputs["embedding"][0, 0] for a in answers] == [2.0 * i for i in range(8)]
     assert workers.made["a"] == 1 and gateway.load_waits["a"].count == 8
@@ -196,7 +196,7 @@ async def test_a_deadline_that_passes_during_the_load_is_a_504_and_the_load_goes
 ) -> None:
     workers = Workers({"a": 10 * MB})
     workers.start_delay = 0.3
-    models, gateway = control(repository(tmp_path, "a"), workers)
+    _models, gateway = control(repository(tmp_path, "a"), workers)
     loop = asyncio.get_running_loop()
     with pytest.raises(DeadlineExceeded, match="while model 'a' was loading"):
         await gateway.infer(ask("a", deadline=loop.time() + 0.05))
