@@ -157,7 +157,7 @@ class Gateway:
     def route(self, request: InferenceRequest) -> InstancePool:
         """The pool that answers ``request``: the version it names, else its model's split's
         pick, else the default version."""
-        if not request.version:
+        if self.splits and not request.version:
             split = self.splits.get(request.model)
             if split is not None:
                 chosen = split.pick(request)
@@ -190,15 +190,8 @@ class Gateway:
                 del self.active[model]
 
     async def _serve(self, request: InferenceRequest) -> InferenceResponse:
+        """Validate, cache, coalesce, compute, store; then the shadow copy, if any."""
         pool = self.route(request)
-        response = await self._answer(pool, request)
-        split = self.splits.get(request.model)
-        if split is not None and not request.version and split.mirrors(pool.version):
-            self._mirror(split.shadow, request, response)
-        return response
-
-    async def _answer(self, pool: InstancePool, request: InferenceRequest) -> InferenceResponse:
-        """Validate, cache, coalesce, compute, store."""
         self.arrivals[pool.name, pool.version] += 1
         spec = pool.spec
         if spec is None:
@@ -207,16 +200,23 @@ class Gateway:
         parameters = model_parameters(request)
         if (self.cache is None or not pool.cached) and self.coalescer is None:
             outputs, instance = await self._compute(pool, request, parameters)
-            return InferenceResponse(request.model, spec.version, request.id, outputs, instance)
-        try:
-            if request.deadline is None:
-                return await self._infer_items(pool, spec, request, parameters)
-            async with asyncio.timeout_at(request.deadline):
-                return await self._infer_items(pool, spec, request, parameters)
-        except TimeoutError:
-            raise DeadlineExceeded(
-                "the request's deadline passed before the model answered"
-            ) from None
+            response = InferenceResponse(request.model, spec.version, request.id, outputs, instance)
+        else:
+            try:
+                if request.deadline is None:
+                    response = await self._infer_items(pool, spec, request, parameters)
+                else:
+                    async with asyncio.timeout_at(request.deadline):
+                        response = await self._infer_items(pool, spec, request, parameters)
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    "the request's deadline passed before the model answered"
+                ) from None
+        if self.splits and not request.version:
+            split = self.splits.get(request.model)
+            if split is not None and split.mirrors(pool.version):
+                self._mirror(split.shadow, request, response)
+        return response
 
     async def _infer_items(
         self,

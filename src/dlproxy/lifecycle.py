@@ -170,7 +170,7 @@ class ModelControl:
                 }
                 wanted = [m for m in models if m.version not in kept]
                 if self.budget is not None and wanted:
-                    await self._make_room(name, wanted)
+                    await self._make_room(name)
                 fresh = self._make_pools(wanted)
                 try:
                     await start_pools(fresh, self.settings.instances or 1)
@@ -251,7 +251,7 @@ class ModelControl:
                 )
             task = asyncio.ensure_future(self._load_on_demand(model))
             self._demanded[model] = task
-            task.add_done_callback(lambda _: self._demanded.pop(model, None))
+            task.add_done_callback(functools.partial(self._demand_done, model))
         try:
             if deadline is None:
                 await asyncio.shield(task)
@@ -262,6 +262,11 @@ class ModelControl:
             raise DeadlineExceeded(
                 f"the request's deadline passed while model '{model}' was loading"
             ) from None
+
+    def _demand_done(self, model: str, task: asyncio.Task[None]) -> None:
+        self._demanded.pop(model, None)
+        if not task.cancelled():
+            task.exception()  # seen: every waiter may have left at its deadline
 
     async def _load_on_demand(self, model: str) -> None:
         try:
@@ -300,9 +305,10 @@ class ModelControl:
             return self._sizes[name]
         return sum(self._sizes.values()) // len(self._sizes) if self._sizes else 0
 
-    async def _make_room(self, name: str, wanted: list[Deployment]) -> None:
-        """Unload least recently used idle models until ``name`` fits; wait for busy ones to
-        go idle for up to ``ROOM_WAIT`` s, then give up (503)."""
+    async def _make_room(self, name: str) -> None:
+        """Unload least recently used idle models until ``name`` fits (all its versions; a
+        version reloaded beside a running one is over by that version until the old drains);
+        wait for busy ones to go idle for up to ``ROOM_WAIT`` s, then give up (503)."""
         assert self.budget is not None
         need = self._estimate(name) - _size(list(self.gateway.versions.get(name, {}).values()))
         need = max(need, 0)
