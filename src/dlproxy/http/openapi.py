@@ -212,6 +212,11 @@ _ANSWER_HEADERS = {
         "description": "The worst cache outcome of the request's items.",
         "schema": {"type": "string", "enum": ["miss", "l1", "l2", "coalesced"]},
     },
+    "X-Dlproxy-Load-Wait-Ms": {
+        "description": "How long the request waited for its model to load (--memory-budget); "
+        "absent when it did not wait.",
+        "schema": {"type": "string"},
+    },
 }
 
 
