@@ -19,7 +19,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is pinned to the exact CPU build: a looser pin pulls gigabytes of CUDA packages.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[test,plot]"
+.venv/bin/python -m pip install -q -e ".[test]"
 
 export DLPROXY_HOME="$PWD/.dlproxy-home"
 .venv/bin/dlproxy models --export minilm:fp32 minilm:int8

@@ -12,6 +12,7 @@ import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import zmq.asyncio
 
@@ -25,11 +26,13 @@ from dlproxy.instances.health import OutlierDetector
 from dlproxy.instances.local import LocalInstance
 from dlproxy.instances.pipeline import PipelineInstance
 from dlproxy.instances.pool import InstancePool
-from dlproxy.instances.upstream import UpstreamClient, UpstreamInstance
 from dlproxy.models.registry import model_name
 from dlproxy.models.repository import Entry
 from dlproxy.scheduling.base import create_policy
 from dlproxy.settings import Settings, usable_cores
+
+if TYPE_CHECKING:
+    from dlproxy.instances.upstream import UpstreamClient, UpstreamInstance
 from dlproxy.traffic import Split
 
 log = logging.getLogger("dlproxy")
@@ -113,7 +116,11 @@ def build_pools(
     """One pool per model version, empty until ``start_pools``; with upstreams, each pool also
     gets one maker per remote server (weights: local instances first, then the upstreams)."""
     pools = []
-    client = UpstreamClient()  # one HTTP session for every upstream, opened when one starts
+    client = None
+    if settings.upstreams:  # one HTTP session for every upstream, opened when one starts
+        from dlproxy.instances.upstream import UpstreamClient
+
+        client = UpstreamClient()
     upstream_weights = (settings.weights or [])[settings.instances or 0 :]
     numbers = itertools.count(1)
     for deployment in deployments(settings) if models is None else models:
@@ -142,6 +149,7 @@ def build_pools(
                 upstream_weights[i] if i < len(upstream_weights) else 1.0,
             )
             for i, url in enumerate(settings.upstreams)
+            if client is not None
         ]
         pool = InstancePool(
             deployment.name,
@@ -262,6 +270,8 @@ def build_upstream(
     settings: Settings, client: UpstreamClient, url: str, weight: float, pool: InstancePool
 ) -> UpstreamInstance:
     """A remote KServe v2 server as an instance of the pool's model (same name there)."""
+    from dlproxy.instances.upstream import UpstreamInstance
+
     return UpstreamInstance(
         client,
         url,

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dlproxy import __version__
+from dlproxy.extras import MissingExtra, missing
 from dlproxy.logging import configure as configure_logging
 from dlproxy.settings import Settings, load_config_file
 
@@ -233,50 +235,66 @@ async def _serve(settings: Settings) -> None:
 
 
 TOOLS = (
-    ("bench", "dlproxy.bench.command", "load-test a running server, or a model alone (--offline)"),
+    (
+        "bench",
+        "dlproxy.bench.command",
+        "bench",
+        "load-test a running server, or a model alone (--offline)",
+    ),
     (
         "simulate",
         "dlproxy.simulate.command",
+        "plot",
         "compare scaling policies on a load trace, on a virtual clock",
     ),
     (
         "tune",
         "dlproxy.bench.tune",
+        "bench",
         "sweep instances x max batch x max delay; write the best config for an SLO",
     ),
     (
         "compress",
         "dlproxy.compression.command",
+        "compression",
         "quantize or prune a model into a servable variant, with a measured report",
     ),
     (
         "distill",
         "dlproxy.compression.distill",
+        "distillation",
         "distill the digits teacher into a small student, data-parallel (gloo)",
     ),
 )
-"""The tool commands: each module has ``add_arguments(parser)`` and ``run(args) -> int``."""
+"""The tool commands (name, module, the extra it needs, help): each module has
+``add_arguments(parser)`` and ``run(args) -> int``."""
 
 
-def _add_tool(commands: Any, name: str, module: str, help: str) -> None:
+def _add_tool(commands: Any, name: str, module: str, extra: str, help: str) -> None:
     """A tool's subcommand; its module is imported to read its flags, and again to run."""
     parser = commands.add_parser(name, help=help)
     try:
         importlib.import_module(module).add_arguments(parser)
-    except ImportError:  # an optional dependency is missing: running it says which
-        pass
-    parser.set_defaults(handler=lambda args: importlib.import_module(module).run(args))
+    except ImportError:  # its extra is missing: take any arguments, running it says which
+        parser.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.set_defaults(handler=lambda args: importlib.import_module(module).run(args), extra=extra)
 
 
 def _run_models(args: argparse.Namespace) -> int:
     from dlproxy.models.registry import BUILTIN
 
     if args.export:
-        from dlproxy.models.registry import create_model
+        from dlproxy.models.registry import create_model, extra_for
 
         for reference in args.export:
-            model = create_model(reference)
-            model.load()
+            try:
+                model = create_model(reference)
+                model.load()
+            except ImportError as exc:
+                lacking = missing(exc, f"model '{reference}'", extra_for(reference))
+                if lacking is None:
+                    raise
+                raise lacking from None
             print(f"{reference}: ready ({model.spec.platform}, version {model.spec.version})")
         return 0
     for name in sorted(BUILTIN):
@@ -286,12 +304,13 @@ def _run_models(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dlproxy", description="A deep-learning inference proxy.")
+    parser.add_argument("--version", action="version", version=f"dlproxy {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser("serve", help="serve models over HTTP (KServe v2, OpenAI)")
     _serve_arguments(serve)
     serve.set_defaults(handler=_run_serve)
-    for name, module, help in TOOLS:
-        _add_tool(commands, name, module, help)
+    for name, module, extra, help in TOOLS:
+        _add_tool(commands, name, module, extra, help)
     models = commands.add_parser("models", help="list built-in models; --export to prepare them")
     models.add_argument(
         "--export", nargs="*", metavar="NAME[:VARIANT]", help="load (and export) these"
@@ -305,7 +324,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["serve", *(argv or sys.argv[1:])])
-    return int(args.handler(args))
+    try:
+        return int(args.handler(args))
+    except MissingExtra as exc:
+        print(f"dlproxy {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        lacking = missing(exc, f"dlproxy {args.command}", getattr(args, "extra", None))
+        if lacking is None:
+            raise
+        print(f"dlproxy: {lacking}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

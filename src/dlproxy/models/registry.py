@@ -16,6 +16,16 @@ BUILTIN: dict[str, str] = {
 }
 
 
+EXTRAS = {"minilm": "minilm", "digits": "digits"}
+"""The extra each built-in needs to be prepared (its export or training); echo needs none."""
+
+
+def extra_for(reference: str) -> str | None:
+    """The extra a model reference needs beyond the core, if it names one."""
+    name, _ = split_reference(reference)
+    return EXTRAS.get(name)
+
+
 def split_reference(reference: str) -> tuple[str, str]:
     """``"minilm:int8"`` -> ``("minilm", "int8")``; a path or ``module:Class`` keeps its colon."""
     name, sep, variant = reference.rpartition(":")

@@ -21,8 +21,9 @@ import psutil
 import zmq
 
 from dlproxy import protocol
+from dlproxy.extras import missing
 from dlproxy.models.base import Model
-from dlproxy.models.registry import create_model
+from dlproxy.models.registry import create_model, extra_for
 
 
 class LoadMeter:
@@ -76,8 +77,14 @@ def serve(endpoint: str, reference: str, threads: int, heartbeat_s: float) -> No
         model = create_model(reference, threads=threads)
         model.load()
     except Exception as exc:  # tell the gateway why, so the operator sees it where they look
-        traceback.print_exc()
-        send(protocol.LoadFailed(f"{type(exc).__name__}: {exc}"))
+        lacking = (
+            missing(exc, f"model '{reference}'", extra_for(reference))
+            if isinstance(exc, ImportError)
+            else None
+        )
+        if lacking is None:
+            traceback.print_exc()
+        send(protocol.LoadFailed(str(lacking) if lacking else f"{type(exc).__name__}: {exc}"))
         socket.close()  # lingers until the message is out
         context.term()
         sys.exit(1)

@@ -111,11 +111,23 @@ def recipe(variant: str) -> str:
     return f"minilm/{variant}/r{RECIPE}"
 
 
+def tokenizer_file() -> Path:
+    """The package's ``tokenizer.json``, copied into the cache beside the exported graphs the
+    first time, so that serving an exported variant needs neither the weights package nor torch
+    (a runtime image copies the cache: docs/deployment.md)."""
+    cached = home() / "models" / "minilm" / "tokenizer.json"
+    if not cached.is_file():
+        source = model_dir() / "tokenizer.json"
+        with atomic_path(cached) as tmp:
+            tmp.write_bytes(source.read_bytes())
+    return cached
+
+
 def load_tokenizer() -> Any:
     """The package's tokenizer, set once: truncate at 256 tokens, pad to the batch's longest."""
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(tokenizer_file()))
     # tokenizer.json ships "truncate at 128, pad to a fixed 128": neither is what the model uses.
     tokenizer.enable_truncation(max_length=MAX_SEQ_LENGTH)
     tokenizer.enable_padding(pad_id=0, pad_type_id=0, pad_token="[PAD]")
@@ -127,7 +139,7 @@ def load_splitter() -> tuple[Any, chunking.Windowing]:
     the windowing that wraps its tokens for this model."""
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(tokenizer_file()))
     tokenizer.no_truncation()
     tokenizer.no_padding()
     windowing = chunking.Windowing(
