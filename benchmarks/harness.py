@@ -50,7 +50,17 @@ class Serving:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [*DLPROXY, "serve", "--port", str(self.port), "--log-level", "warning", *args]
+            # A benchmark's server is local and trusted: its admin routes answer loopback callers.
+            [
+                *DLPROXY,
+                "serve",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--admin-loopback",
+                *args,
+            ]
         )
 
     def __enter__(self) -> Serving:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 import zmq.asyncio
@@ -18,7 +19,7 @@ from dlproxy.caching.tiered import TieredCache
 from dlproxy.gateway import Gateway, Limits
 from dlproxy.http.auth import build_authenticator
 from dlproxy.http.ratelimit import RateLimiter
-from dlproxy.http.routes import InferenceApp
+from dlproxy.http.routes import InferenceApp, PortScope
 from dlproxy.metrics import MetricsOff, RequestMetrics
 from dlproxy.settings import Settings
 
@@ -39,6 +40,14 @@ class GatewayServer(uvicorn.Server):
         finally:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
+
+
+class SecondServer(uvicorn.Server):
+    """The admin port's server: it leaves the signals to the main server, which stops it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def connect_backend(settings: Settings) -> None:
@@ -95,6 +104,29 @@ def build_cache(settings: Settings) -> TieredCache | None:
         settings.write_policy,
         max_dirty=settings.write_back_max_entries,
         flush_interval=settings.write_back_interval_ms / 1000,
+    )
+
+
+def uvicorn_config(
+    settings: Settings, app: InferenceApp, port: int, operator: bool
+) -> uvicorn.Config:
+    """One listening port: the main one, or (``--admin-port``) the operators' one; each serves
+    only its share of the routes when there are two."""
+    served: Any = app if settings.admin_port is None else PortScope(app, operator)
+    return uvicorn.Config(
+        served,
+        host=settings.host,
+        port=port,
+        loop="none",
+        http="httptools",
+        lifespan="off",
+        # X-Forwarded-For only from the proxies named (uvicorn's middleware rewrites the client).
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=30,
+        backlog=4096,
     )
 
 
@@ -163,20 +195,7 @@ async def serve(settings: Settings) -> None:
         auth=build_authenticator(settings),
         repository=control,
     )
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="none",
-        http="httptools",
-        lifespan="off",
-        proxy_headers=False,
-        access_log=False,
-        log_level="warning",
-        timeout_graceful_shutdown=30,
-        backlog=4096,
-    )
-    server = GatewayServer(config)
+    server = GatewayServer(uvicorn_config(settings, app, settings.port, operator=False))
     log.info(
         "serving %s on http://%s:%s with %s instance(s) x %s thread(s), policy %s",
         ", ".join(settings.models),
@@ -191,6 +210,11 @@ async def serve(settings: Settings) -> None:
         from dlproxy.listen import reuse_port_socket
 
         sockets = [reuse_port_socket(settings.host, settings.port)]
+    admin = None
+    if settings.admin_port is not None:
+        admin = SecondServer(uvicorn_config(settings, app, settings.admin_port, operator=True))
+        admin_serving = asyncio.create_task(admin.serve(), name="admin http server")
+        log.info("admin routes, metrics and stats on port %s only", settings.admin_port)
     serving = asyncio.create_task(server.serve(sockets=sockets), name="http server")
     starting = asyncio.create_task(
         assembly.start_pools(pools, settings.instances or 0), name="start instances"
@@ -219,6 +243,10 @@ async def serve(settings: Settings) -> None:
         starting.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await starting
+    if admin is not None:
+        admin.should_exit = True
+        with contextlib.suppress(Exception):
+            await admin_serving
     await gateway.close()
     context.term()
     disconnect_backend(settings)

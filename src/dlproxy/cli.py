@@ -119,7 +119,26 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--admin-token",
         metavar="TOKEN",
-        help="token for /admin routes (or DLPROXY_ADMIN_TOKEN); default: loopback clients only",
+        help="token for /admin and repository routes (or DLPROXY_ADMIN_TOKEN); without one "
+        "they are closed unless --admin-loopback",
+    )
+    parser.add_argument(
+        "--admin-loopback",
+        action="store_true",
+        default=None,
+        help="without an admin token, let clients on this machine use admin routes (not behind "
+        "a same-host proxy or sidecar: every caller is local there)",
+    )
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="comma-separated proxies (IPs or networks) whose X-Forwarded-For is believed",
+    )
+    parser.add_argument(
+        "--admin-port",
+        type=int,
+        metavar="PORT",
+        help="serve admin routes, /metrics, /stats and /dashboard on this port only",
     )
     parser.add_argument(
         "--upstream",

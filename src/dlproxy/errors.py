@@ -4,7 +4,12 @@ from __future__ import annotations
 
 
 class DlproxyError(Exception):
-    """Base of every error a client may see; the message is meant for a person."""
+    """Base of every error a client may see; the message is meant for a person, ``param`` names
+    the request field at fault when one is (OpenAI errors carry it)."""
+
+    def __init__(self, message: str = "", *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class BadRequest(DlproxyError):
@@ -13,6 +18,9 @@ class BadRequest(DlproxyError):
 
 class ModelNotFound(DlproxyError):
     """No model of that name is served."""
+
+    def __init__(self, message: str = "", *, param: str | None = "model") -> None:
+        super().__init__(message, param=param)
 
 
 class PayloadTooLarge(DlproxyError):

@@ -6,6 +6,7 @@ Values come from (last wins): defaults, ``DLPROXY_*`` environment variables, ``-
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -165,7 +166,18 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = None
     """A file of API keys, one per line (``#`` comments), so keys stay off the command line."""
     admin_token: SecretStr | None = None
-    """The token that opens ``/admin`` routes; none: admin routes answer loopback clients only."""
+    """The token that opens ``/admin`` and repository routes; none: they are closed (403) unless
+    ``admin_loopback``."""
+    admin_loopback: bool = False
+    """Without an admin token, let clients on this machine use the admin routes. Only where every
+    local process is trusted: behind a same-host proxy or a sidecar every caller is local."""
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Proxies (IPs or networks, e.g. ``10.0.0.0/8``) whose ``X-Forwarded-For`` is believed: rate
+    limits, logs and the admin check then see the client they name. From any other peer the
+    header is ignored. From the environment: comma-separated."""
+    admin_port: int | None = None
+    """Serve the admin and repository routes, ``/metrics``, ``/stats`` and ``/dashboard`` on this
+    port only (the main port answers them 404), e.g. to keep them off an ingress."""
 
     @field_validator("memory_budget", mode="before")
     @classmethod
@@ -187,6 +199,21 @@ class Settings(BaseSettings):
             if self.memory_budget <= 0:
                 raise ValueError(f"memory_budget must be > 0 bytes, got {self.memory_budget}")
         return self
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> Any:
+        """A comma-separated string is a list; each entry must be an address or a network."""
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        for item in value or ():
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"'{item}' is not an IP address or network (e.g. 10.0.0.1, 10.0.0.0/8)"
+                ) from None
+        return value
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -31,6 +31,7 @@ async def send_many(url: str, texts: list[str]) -> list[httpx.Response]:
 
 def test_an_adaptive_server_answers_every_request(tmp_path: Path) -> None:
     server = Server(
+        "--admin-loopback",
         *("--model", "echo", "--instances", "1", "--threads", "1"),
         *("--batching", "adaptive", "--slo-ms", "50", "--max-batch", "16"),
         log=tmp_path / "server.log",

@@ -17,7 +17,9 @@ from serving import Server
 @pytest.fixture(scope="module")
 def cached_echo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("cached") / "server.log"
-    server = Server("--model", "echo", "--instances", "2", "--cache", "tinylfu", log=log).wait_ready()
+    server = Server(
+        "--admin-loopback", "--model", "echo", "--instances", "2", "--cache", "tinylfu", log=log
+    ).wait_ready()
     yield server
     server.stop()
 
@@ -27,7 +29,9 @@ def items_computed(server: Server) -> int:
 
 
 def infer(server: Server, texts: list[str], **parameters: object) -> httpx.Response:
-    body: dict[str, object] = {"inputs": [{"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}]}
+    body: dict[str, object] = {
+        "inputs": [{"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}]
+    }
     if parameters:
         body["parameters"] = parameters
     return httpx.post(f"{server.url}/v2/models/echo/infer", content=orjson.dumps(body), timeout=30)
@@ -56,14 +60,19 @@ def test_64_concurrent_identical_requests_run_one_inference(cached_echo: Server)
     before = items_computed(cached_echo)
 
     async def burst() -> list[httpx.Response]:
-        body = orjson.dumps({
-            "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["same"]}],
-            "parameters": {"delay_ms": 300},
-        })
+        body = orjson.dumps(
+            {
+                "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["same"]}],
+                "parameters": {"delay_ms": 300},
+            }
+        )
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64), timeout=30) as client:
-            return await asyncio.gather(*(
-                client.post(f"{cached_echo.url}/v2/models/echo/infer", content=body) for _ in range(64)
-            ))
+            return await asyncio.gather(
+                *(
+                    client.post(f"{cached_echo.url}/v2/models/echo/infer", content=body)
+                    for _ in range(64)
+                )
+            )
 
     responses = asyncio.run(burst())
     assert [r.status_code for r in responses] == [200] * 64
@@ -74,14 +83,19 @@ def test_64_concurrent_identical_requests_run_one_inference(cached_echo: Server)
 
 def test_waiters_share_the_leaders_error(cached_echo: Server) -> None:
     async def burst() -> list[httpx.Response]:
-        body = orjson.dumps({
-            "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["doomed"]}],
-            "parameters": {"delay_ms": 200, "fail": True},
-        })
+        body = orjson.dumps(
+            {
+                "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["doomed"]}],
+                "parameters": {"delay_ms": 200, "fail": True},
+            }
+        )
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=8), timeout=30) as client:
-            return await asyncio.gather(*(
-                client.post(f"{cached_echo.url}/v2/models/echo/infer", content=body) for _ in range(8)
-            ))
+            return await asyncio.gather(
+                *(
+                    client.post(f"{cached_echo.url}/v2/models/echo/infer", content=body)
+                    for _ in range(8)
+                )
+            )
 
     responses = asyncio.run(burst())
     assert {r.status_code for r in responses} == {500}
@@ -95,7 +109,9 @@ def test_different_parameters_are_different_entries(cached_echo: Server) -> None
 
 
 def test_without_a_cache_nothing_is_reused(tmp_path: Path) -> None:
-    server = Server("--model", "echo", "--instances", "1", log=tmp_path / "log").wait_ready()
+    server = Server(
+        "--admin-loopback", "--model", "echo", "--instances", "1", log=tmp_path / "log"
+    ).wait_ready()
     try:
         infer(server, ["x"])
         assert infer(server, ["x"]).headers["x-dlproxy-cache"] == "miss"

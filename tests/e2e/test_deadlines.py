@@ -52,7 +52,14 @@ def test_bad_timeout_headers_are_400(echo_server: Server) -> None:
 
 def test_queued_requests_past_their_deadline_never_reach_the_model(tmp_path: Path) -> None:
     server = Server(
-        "--model", "echo", "--instances", "1", "--pipeline-depth", "1", log=tmp_path / "log"
+        "--admin-loopback",
+        "--model",
+        "echo",
+        "--instances",
+        "1",
+        "--pipeline-depth",
+        "1",
+        log=tmp_path / "log",
     ).wait_ready()
     try:
         before = items_computed(server)
@@ -83,6 +90,7 @@ def test_queued_requests_past_their_deadline_never_reach_the_model(tmp_path: Pat
 
 def test_a_client_over_its_rate_limit_gets_429_with_retry_after(tmp_path: Path) -> None:
     server = Server(
+        "--admin-loopback",
         "--model",
         "echo",
         "--instances",

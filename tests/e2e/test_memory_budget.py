@@ -49,6 +49,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, budget: int) -> Iterator[Se
         (folder / "model.json").write_text(json.dumps({"model": "echo"}))
     log = tmp_path_factory.mktemp("budget-server") / "server.log"
     running = Server(
+        "--admin-loopback",
         *("--model-repository", str(root), "--memory-budget", str(budget)),
         *("--instances", "1", "--threads", "1"),
         log=log,

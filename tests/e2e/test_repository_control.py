@@ -38,7 +38,9 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("control-server") / "server.log"
     running = Server(
-        *("--model-repository", str(repository), "--instances", "1", "--threads", "1"), log=log
+        "--admin-loopback",
+        *("--model-repository", str(repository), "--instances", "1", "--threads", "1"),
+        log=log,
     )
     yield running.wait_ready()
     # A version that failed to start must not leave a socket that blocks the shutdown.
@@ -135,6 +137,7 @@ def test_polling_reloads_a_changed_model_and_unloads_a_removed_one(
     version(tmp_path, "doomed", "1")
     log = tmp_path_factory.mktemp("poll-server") / "server.log"
     running = Server(
+        "--admin-loopback",
         *("--model-repository", str(tmp_path), "--repository-poll-s", "0.2"),
         *("--instances", "1", "--threads", "1"),
         log=log,

@@ -31,8 +31,12 @@ async def burst(url: str, texts: list[str]) -> list[httpx.Response]:
 
 def mean_batch_size(url: str) -> float:
     metrics = httpx.get(f"{url}/metrics").text
-    total = float(re.search(r'dlproxy_batch_size_sum\{model="minilm",version=""\} (\S+)', metrics)[1])  # type: ignore[index]
-    count = float(re.search(r'dlproxy_batch_size_count\{model="minilm",version=""\} (\S+)', metrics)[1])  # type: ignore[index]
+    total = float(
+        re.search(r'dlproxy_batch_size_sum\{model="minilm",version=""\} (\S+)', metrics)[1]
+    )  # type: ignore[index]
+    count = float(
+        re.search(r'dlproxy_batch_size_count\{model="minilm",version=""\} (\S+)', metrics)[1]
+    )  # type: ignore[index]
     return total / count
 
 

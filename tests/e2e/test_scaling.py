@@ -43,7 +43,9 @@ async def load(url: str, clients: int, seconds: float) -> list[int]:
 
 
 def test_admin_scale_adds_and_drains_instances_under_load(tmp_path: Path) -> None:
-    server = Server("--model", "echo", "--instances", "1", log=tmp_path / "log").wait_ready()
+    server = Server(
+        "--admin-loopback", "--model", "echo", "--instances", "1", log=tmp_path / "log"
+    ).wait_ready()
     try:
 
         async def scenario() -> list[int]:
@@ -71,6 +73,7 @@ def test_admin_scale_adds_and_drains_instances_under_load(tmp_path: Path) -> Non
 
 def test_the_autoscaler_follows_a_step_in_load(tmp_path: Path) -> None:
     server = Server(
+        "--admin-loopback",
         "--model",
         "echo",
         "--instances",

@@ -48,6 +48,7 @@ pytestmark = pytest.mark.slow
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("schemathesis") / "server.log"
     server = Server(
+        "--admin-loopback",
         *("--model", "echo", "--model", "minilm:fp32", "--instances", "1", "--threads", "1"),
         *("--api-key", KEY, "--admin-token", TOKEN),
         log=log,

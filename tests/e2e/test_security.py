@@ -67,7 +67,7 @@ def test_inference_without_a_valid_key_is_401(server: Server, secret: str | None
     embeddings = request(server, "POST", "/v1/embeddings", secret, json=EMBEDDINGS)
     assert embeddings.status_code == 401
     error = embeddings.json()["error"]
-    assert error["type"] == "authentication_error" and error["code"] == 401
+    assert error["type"] == "authentication_error" and error["code"] == "invalid_api_key"
 
 
 def test_metadata_needs_a_key_and_health_and_metrics_stay_open(server: Server) -> None:

@@ -53,6 +53,7 @@ def test_concurrent_requests_each_get_their_own_answer(echo_server: Server) -> N
 
 def test_weighted_round_robin_follows_the_weights(tmp_path: Path) -> None:
     server = Server(
+        "--admin-loopback",
         "--model",
         "echo",
         "--instances",
@@ -78,7 +79,14 @@ def test_weighted_round_robin_follows_the_weights(tmp_path: Path) -> None:
 
 def test_consistent_hash_keeps_a_session_on_one_instance(tmp_path: Path) -> None:
     server = Server(
-        "--model", "echo", "--instances", "2", "--policy", "consistent_hash", log=tmp_path / "log"
+        "--admin-loopback",
+        "--model",
+        "echo",
+        "--instances",
+        "2",
+        "--policy",
+        "consistent_hash",
+        log=tmp_path / "log",
     ).wait_ready()
     try:
         homes = set()
@@ -101,6 +109,7 @@ def test_consistent_hash_keeps_a_session_on_one_instance(tmp_path: Path) -> None
 
 def test_a_full_queue_answers_503_with_retry_after_at_once(tmp_path: Path) -> None:
     server = Server(
+        "--admin-loopback",
         "--model",
         "echo",
         "--instances",
@@ -126,7 +135,9 @@ def test_a_full_queue_answers_503_with_retry_after_at_once(tmp_path: Path) -> No
 
 
 def test_sigterm_finishes_in_flight_requests_and_exits_0(tmp_path: Path) -> None:
-    server = Server("--model", "echo", "--instances", "2", log=tmp_path / "log").wait_ready()
+    server = Server(
+        "--admin-loopback", "--model", "echo", "--instances", "2", log=tmp_path / "log"
+    ).wait_ready()
     workers = server.worker_pids()
 
     async def scenario() -> list[httpx.Response]:
@@ -151,7 +162,9 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(tmp_path: Path) -> None
 def test_workers_die_with_a_killed_gateway(tmp_path: Path) -> None:
     import psutil
 
-    server = Server("--model", "echo", "--instances", "2", log=tmp_path / "log").wait_ready()
+    server = Server(
+        "--admin-loopback", "--model", "echo", "--instances", "2", log=tmp_path / "log"
+    ).wait_ready()
     workers = [psutil.Process(pid) for pid in server.worker_pids()]
     server.process.send_signal(signal.SIGKILL)
     server.process.wait(10)

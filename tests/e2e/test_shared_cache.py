@@ -27,6 +27,7 @@ def shared_redis() -> Iterator[RedisServer]:
 
 def gateway(redis_url: str, log: Path, *args: str) -> Server:
     return Server(
+        "--admin-loopback",
         "--model", "echo", "--instances", "1", "--threads", "1", "--cache", "lru",
         "--redis", redis_url, *args, log=log,
     ).wait_ready()  # fmt: skip
@@ -77,6 +78,7 @@ def test_an_item_computed_by_one_gateway_is_an_l2_hit_on_the_other(
 def test_memcached_alone_is_the_cache_with_cache_none(tmp_path: Path) -> None:
     with memcached_server() as memcached:
         server = Server(
+            "--admin-loopback",
             "--model", "echo", "--instances", "1", "--threads", "1", "--cache", "none",
             "--memcached", memcached.address, "--write-policy", "combining",
             log=tmp_path / "gateway.log",

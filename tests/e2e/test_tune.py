@@ -44,7 +44,9 @@ def test_a_sweep_recommends_a_config_that_serve_accepts(tmp_path: Path) -> None:
         best["instances"],
         8,
     )
-    server = Server("--config", str(out), log=tmp_path / "server.log").wait_ready()
+    server = Server(
+        "--admin-loopback", "--config", str(out), log=tmp_path / "server.log"
+    ).wait_ready()
     try:
         rows = httpx.get(f"{server.url}/admin/instances").json()
         assert len(rows) == best["instances"]

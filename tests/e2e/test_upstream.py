@@ -49,6 +49,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
         for upstream in upstreams:
             upstream.wait_ready()
         front = Server(
+            "--admin-loopback",
             "--model",
             "echo",
             *(arg for u in upstreams for arg in ("--upstream", u.url)),

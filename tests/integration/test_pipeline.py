@@ -129,6 +129,7 @@ def test_served_two_stage_instances_match_the_model_and_fail_over(
     tmp_path: Path, expected: np.ndarray
 ) -> None:
     server = Server(
+        "--admin-loopback",
         "--model",
         "minilm:torch",
         "--pipeline-stages",

@@ -90,7 +90,9 @@ async def test_a_hung_worker_is_killed_and_its_requests_fail_over() -> None:
         assert hung.pid is not None
         os.kill(hung.pid, signal.SIGSTOP)  # the process stops answering, heartbeats included
         responses = await asyncio.gather(*(gateway.infer(request(i)) for i in range(20)))
-        assert [r.outputs["text"][0] for r in responses] == [f"item {i}".encode() for i in range(20)]
+        assert [r.outputs["text"][0] for r in responses] == [
+            f"item {i}".encode() for i in range(20)
+        ]
         for _ in range(200):
             if hung not in pool.instances and len(pool.instances) == 2:
                 break

@@ -52,6 +52,7 @@ def test_dlproxy_serve_on_the_cluster_shows_nodes_and_stops_its_actors(
 ) -> None:
     # Runs first: the next test stops node_b.
     server = Server(
+        "--admin-loopback",
         "--model", "echo", "--instances", "2", "--backend", "ray",
         "--ray-address", cluster.address, "--ray-num-cpus", "0.5", log=tmp_path / "serve.log",
     ).wait_ready()  # fmt: skip

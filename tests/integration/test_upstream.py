@@ -203,7 +203,9 @@ async def test_a_stalled_upstream_is_hedged_to_the_other(upstreams: list[Upstrea
                 response = await gateway.infer(request(i))
                 assert response.outputs["text"].tolist() == [f"item {i}".encode()]
                 assert time.monotonic() - started < 2.0
-            assert gateway.retries["echo", "hedge"] >= 2  # every other request went to the paused one first
+            assert (
+                gateway.retries["echo", "hedge"] >= 2
+            )  # every other request went to the paused one first
             assert other.batcher.statistics().items >= 6
         finally:
             os.kill(upstreams[0].process.pid, signal.SIGCONT)

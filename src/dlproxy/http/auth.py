@@ -8,14 +8,17 @@ Which routes need what:
 - an API key, when any is configured: every other route (inference, ``/v2``, model metadata,
   ``/v1/models``; an unknown path too, so a client without a key learns nothing about routes);
   the admin token also opens these;
-- the admin token, when configured: ``/admin/*``; with none configured, admin routes answer only
-  clients on loopback (127.0.0.0/8, ::1).
+- the admin token: ``/admin/*`` and the repository routes. With none configured they are closed
+  (403), unless the operator opts into trusting this machine (``--admin-loopback``): then they
+  answer clients on loopback (127.0.0.0/8, ::1). Not the default, because behind a same-host
+  proxy or a service-mesh sidecar every caller is loopback. With ``--forwarded-allow-ips`` the
+  client is the one a trusted proxy names, so a forwarded outsider is not loopback.
 
 A client sends its key as ``Authorization: Bearer <key>`` (what the ``openai`` client sends), or
 as ``X-Api-Key: <key>`` or ``api-key: <key>`` (what API gateways and Azure-style clients send).
 Missing or unknown credentials get 401 with ``WWW-Authenticate: Bearer``; valid credentials that do
-not open the route (an API key on an admin route, or any client off loopback when there is no
-admin token) get 403.
+not open the route (an API key on an admin route, or any admin call when there is no admin token
+and loopback is not trusted, or the client is not on it) get 403.
 
 The presented credential is hashed (SHA-256) and compared with ``hmac.compare_digest`` to the
 digest of every configured key, without stopping at a match, so response times reveal neither
@@ -85,7 +88,12 @@ def is_loopback(host: str | None) -> bool:
 class Authenticator:
     """Checks a request's credentials against the configured API keys and admin token."""
 
-    def __init__(self, api_keys: Iterable[str] = (), admin_token: str | None = None) -> None:
+    def __init__(
+        self,
+        api_keys: Iterable[str] = (),
+        admin_token: str | None = None,
+        trust_loopback: bool = False,
+    ) -> None:
         keys = list(api_keys)
         for index, key in enumerate(keys, 1):
             _check_secret(key, f"API key number {index}")
@@ -98,6 +106,7 @@ class Authenticator:
         self.keys_required = bool(self._keys)
         """Whether inference and metadata routes need a key (checked before anything else)."""
         self.admin_token_set = self._admin is not None
+        self.trust_loopback = trust_loopback
 
     def check_key(self, headers: Mapping[bytes, bytes]) -> None:
         """Raise Unauthorized unless the request presents an API key (or the admin token)."""
@@ -110,13 +119,19 @@ class Authenticator:
             raise Unauthorized("the API key is not valid")
 
     def check_admin(self, headers: Mapping[bytes, bytes], client_host: str | None) -> None:
-        """Raise unless the request may use admin routes (the token, or loopback without one)."""
+        """Raise unless the request may use admin routes: the admin token, or (only when the
+        operator trusts this machine and no token is set) a client on loopback."""
         if self._admin is None:
-            if is_loopback(client_host):
+            if self.trust_loopback and is_loopback(client_host):
                 return
+            if self.trust_loopback:
+                raise Forbidden(
+                    "admin routes answer only clients on this machine when no admin token is "
+                    "configured (set --admin-token or DLPROXY_ADMIN_TOKEN)"
+                )
             raise Forbidden(
-                "admin routes are served only to clients on this machine when no admin token "
-                "is configured (set --admin-token or DLPROXY_ADMIN_TOKEN)"
+                "admin routes need the admin token: set --admin-token (or DLPROXY_ADMIN_TOKEN); "
+                "--admin-loopback trusts every caller on this machine instead"
             )
         presented = credential(headers)
         if presented is None:
@@ -170,7 +185,7 @@ def build_authenticator(settings: Settings) -> Authenticator:
     if settings.api_keys_file is not None:
         keys += read_keys_file(settings.api_keys_file)
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
-    return Authenticator(keys, token)
+    return Authenticator(keys, token, trust_loopback=settings.admin_loopback)
 
 
 class AuthGate:

@@ -408,17 +408,21 @@ def decode_openai_embeddings(body: bytes) -> InferenceRequest:
     parsed: _EmbeddingsRequest = _parse(_EMBEDDINGS, body, "embeddings request")
     texts = [parsed.input] if isinstance(parsed.input, str) else parsed.input
     if not texts:
-        raise BadRequest("'input' is an empty list; send at least one text")
+        raise BadRequest("'input' is an empty list; send at least one text", param="input")
     checked: list[str] = []
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             if type(text) is int or isinstance(text, list):
                 raise BadRequest(
-                    "'input' holds token ids: token arrays are not supported; send text"
+                    "'input' holds token ids: token arrays are not supported; send text",
+                    param="input",
                 )
-            raise BadRequest(f"'input' item {index} must be a string, got {type(text).__name__}")
+            raise BadRequest(
+                f"'input' item {index} must be a string, got {type(text).__name__}",
+                param="input",
+            )
         if not text:
-            raise BadRequest(f"'input' item {index} is an empty string")
+            raise BadRequest(f"'input' item {index} is an empty string", param="input")
         checked.append(text)
     parameters: dict[str, Any] = {"encoding_format": parsed.encoding_format}
     if parsed.dimensions is not None:
@@ -471,9 +475,9 @@ def encode_openai_embeddings(
     )
 
 
-def encode_openai_error(message: str, type: str, code: str | int | None) -> bytes:
-    """An OpenAI error body."""
-    return orjson.dumps({"error": {"message": message, "type": type, "code": code}})
+def encode_openai_error(message: str, type: str, code: str, param: str | None = None) -> bytes:
+    """An OpenAI error body, in OpenAI's shape: a string ``code`` and the ``param`` at fault."""
+    return orjson.dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
 
 
 # --- Text inputs -------------------------------------------------------------------------------

@@ -21,6 +21,18 @@ STATUS: dict[type[Exception], int] = {
     errors.DeadlineExceeded: 504,
 }
 
+OPENAI_CODES: dict[int, str] = {  # OpenAI's own where it has one (invalid_api_key, ...)
+    400: "invalid_request",
+    401: "invalid_api_key",
+    403: "permission_denied",
+    404: "model_not_found",
+    413: "request_too_large",
+    429: "rate_limit_exceeded",
+    500: "server_error",
+    503: "overloaded",
+    504: "timeout",
+}
+
 OPENAI_TYPES: dict[int, str] = {
     400: "invalid_request_error",
     401: "authentication_error",

@@ -18,7 +18,7 @@ from dlproxy.http.codecs import (
     encode_openai_error,
     int_header,
 )
-from dlproxy.http.errors import OPENAI_TYPES
+from dlproxy.http.errors import OPENAI_CODES, OPENAI_TYPES
 from dlproxy.types import InferenceRequest, InferenceResponse
 
 JSON = b"application/json"
@@ -39,7 +39,7 @@ class Codec(Protocol):
         self, response: InferenceResponse, request: InferenceRequest
     ) -> tuple[bytes, Headers, bytes]: ...
 
-    def error(self, status: int, message: str) -> bytes: ...
+    def error(self, status: int, message: str, param: str | None = None) -> bytes: ...
 
 
 class KServeCodec:
@@ -64,7 +64,7 @@ class KServeCodec:
             OCTET_STREAM,
         )
 
-    def error(self, status: int, message: str) -> bytes:
+    def error(self, status: int, message: str, param: str | None = None) -> bytes:
         return encode_kserve_error(message)
 
 
@@ -81,8 +81,10 @@ class OpenAICodec:
     ) -> tuple[bytes, Headers, bytes]:
         return encode_openai_embeddings(response, request), [], JSON
 
-    def error(self, status: int, message: str) -> bytes:
-        return encode_openai_error(message, OPENAI_TYPES.get(status, "error"), status)
+    def error(self, status: int, message: str, param: str | None = None) -> bytes:
+        return encode_openai_error(
+            message, OPENAI_TYPES.get(status, "error"), OPENAI_CODES.get(status, "error"), param
+        )
 
 
 CODECS: dict[str, Codec] = {"kserve": KServeCodec(), "openai": OpenAICodec()}

@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dlproxy import __version__, kserve
 from dlproxy.errors import BadRequest, ModelNotFound, PayloadTooLarge
@@ -33,7 +33,7 @@ from dlproxy.http import openapi, schemas, table
 from dlproxy.http.auth import Authenticator, AuthGate
 from dlproxy.http.codecs import int_header
 from dlproxy.http.errors import describe
-from dlproxy.http.protocols import CODECS, JSON, Codec
+from dlproxy.http.protocols import CODECS, JSON, Codec, codec_for
 from dlproxy.http.ratelimit import RateLimiter
 from dlproxy.logging import access
 from dlproxy.metrics import RequestMetrics, registry_for, stats
@@ -115,7 +115,8 @@ class InferenceApp:
             status, message, extra = describe(exc)
             label = self._model_label(request.model if request is not None else model)
             self._record(codec, label, status, started, request_id, None, version)
-            await _respond(send, status, codec.error(status, message), request_id, extra)
+            param = getattr(exc, "param", None)
+            await _respond(send, status, codec.error(status, message, param), request_id, extra)
 
     def _admit(self, scope: Scope, headers: dict[bytes, bytes]) -> None:
         """The API key (when keys are configured), then the client's rate limit."""
@@ -448,3 +449,22 @@ def build_starlette(
         for e in table.ENDPOINTS
     ]
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: method_not_allowed})
+
+
+class PortScope:
+    """One listening port's share of the routes (``--admin-port``): the operator routes only, or
+    everything else; a route of the other share answers 404 as if it did not exist."""
+
+    def __init__(self, app: ASGIApp, operator: bool) -> None:
+        self.app = app
+        self.operator = operator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and table.operator_route(scope["path"]) != self.operator:
+            path: str = scope["path"]
+            port = "the admin port" if not self.operator else "the main port"
+            body = codec_for(path).error(404, f"{path} is served on {port} only")
+            response = Response(body, 404, media_type="application/json")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

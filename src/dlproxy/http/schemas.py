@@ -26,11 +26,12 @@ class Error(msgspec.Struct):
 class OpenAIErrorDetail(msgspec.Struct):
     message: str
     type: str
-    code: str | int | None
+    param: str | None
+    code: str
 
 
 class OpenAIError(msgspec.Struct):
-    """An OpenAI error: ``{"error": {"message", "type", "code"}}``."""
+    """An OpenAI error: ``{"error": {"message", "type", "param", "code"}}``, as OpenAI sends."""
 
     error: OpenAIErrorDetail
 

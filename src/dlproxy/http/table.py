@@ -122,3 +122,16 @@ def access_for(path: str) -> Access:
     if path.startswith("/dashboard/"):
         return Access.OPEN
     return Access.KEY
+
+
+OPERATOR_PATHS = ("/metrics", "/stats", "/dashboard")
+
+
+def operator_route(path: str) -> bool:
+    """Whether a path is for operators (admin and repository routes, metrics, stats, the
+    dashboard): what ``--admin-port`` moves off the main port."""
+    return (
+        access_for(path) is Access.ADMIN
+        or path in OPERATOR_PATHS
+        or path.startswith("/dashboard/")
+    )

@@ -69,6 +69,25 @@ async def test_openai_embeddings_come_from_the_same_gateway(served: Served) -> N
 
 
 @pytest.mark.parametrize(
+    ("payload", "status", "code", "param"),
+    [
+        ({"model": "nope", "input": "hi"}, 404, "model_not_found", "model"),
+        ({"model": "fake", "input": []}, 400, "invalid_request", "input"),
+        ({"model": "fake", "input": [1, 2]}, 400, "invalid_request", "input"),
+        ({"model": "fake", "input": "hi"}, 400, "invalid_request", None),
+    ],
+)
+async def test_openai_errors_have_openais_shape_with_a_string_code_and_the_param(
+    served: Served, payload: dict[str, Any], status: int, code: str, param: str | None
+) -> None:
+    response = await served.client.post("/v1/embeddings", json=payload)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == code and error["param"] == param and error["message"]
+
+
+@pytest.mark.parametrize(
     ("path", "payload", "status", "message"),
     [
         ("/v2/models/nope/infer", body(1), 404, "model 'nope' is not served here"),

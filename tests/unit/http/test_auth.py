@@ -139,8 +139,19 @@ def test_admin_routes_need_the_token() -> None:
     assert isinstance(message_of(lambda: auth.check_admin(bearer(KEY), None)), Forbidden)
 
 
-def test_without_a_token_admin_routes_answer_loopback_only() -> None:
+def test_without_a_token_admin_routes_are_closed_even_to_loopback() -> None:
     auth = Authenticator([KEY])
+    for host in ("127.0.0.1", "::1", "203.0.113.9", None):
+        refused = message_of(lambda h=host: auth.check("/admin/instances", {}, h))
+        assert isinstance(refused, Forbidden) and "--admin-loopback" in str(refused)
+        assert isinstance(
+            message_of(lambda h=host: auth.check("/v2/repository/index", {}, h)), Forbidden
+        )
+    auth.check("/metrics", {}, "203.0.113.9")  # open routes stay open
+
+
+def test_trusting_loopback_opens_admin_routes_to_this_machine_only() -> None:
+    auth = Authenticator([KEY], trust_loopback=True)
     for host in ("127.0.0.1", "127.8.0.2", "::1", "::ffff:127.0.0.1"):
         auth.check("/admin/instances", {}, host)
     for host in ("203.0.113.9", "::ffff:10.0.0.1", "testclient", None):
@@ -253,7 +264,7 @@ async def test_the_gate_covers_metadata_and_admin_and_leaves_health_open() -> No
     assert (await call(app, "GET", "/openapi.json")).status_code == 200
     assert (await call(app, "GET", "/metrics")).status_code == 200
     models = await call(app, "GET", "/v1/models")
-    assert models.status_code == 401 and models.json()["error"]["code"] == 401
+    assert models.status_code == 401 and models.json()["error"]["code"] == "invalid_api_key"
     assert (await call(app, "GET", "/v2", headers={"X-Api-Key": KEY})).status_code == 200
     assert (await call(app, "GET", "/no/such/route")).status_code == 401
     key = {"Authorization": f"Bearer {KEY}"}
@@ -263,12 +274,13 @@ async def test_the_gate_covers_metadata_and_admin_and_leaves_health_open() -> No
     assert (await call(app, "GET", "/admin/instances", headers=token)).status_code == 200
 
 
-async def test_without_a_token_admin_answers_loopback_clients_only() -> None:
-    app = inference_app(Authenticator())
-    remote = await call(app, "GET", "/admin/instances")
-    assert remote.status_code == 403
-    local = await call(app, "GET", "/admin/instances", client=("127.0.0.1", 40000))
-    assert local.status_code == 200
+async def test_without_a_token_admin_is_closed_unless_loopback_is_trusted() -> None:
+    closed = inference_app(Authenticator())
+    local = ("127.0.0.1", 40000)
+    assert (await call(closed, "GET", "/admin/instances", client=local)).status_code == 403
+    trusting = inference_app(Authenticator(trust_loopback=True))
+    assert (await call(trusting, "GET", "/admin/instances")).status_code == 403
+    assert (await call(trusting, "GET", "/admin/instances", client=local)).status_code == 200
 
 
 async def test_other_methods_on_inference_routes_get_405_with_allow() -> None:

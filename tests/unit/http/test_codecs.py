@@ -556,8 +556,13 @@ def test_openai_deeply_nested_json() -> None:
         codecs.decode_openai_embeddings(body)
 
 
-def test_openai_error_body() -> None:
-    body = codecs.encode_openai_error("no such model", "not_found_error", "model_not_found")
+def test_openai_error_body_has_openais_shape() -> None:
+    body = codecs.encode_openai_error("no such model", "not_found_error", "model_not_found", "model")
     assert orjson.loads(body) == {
-        "error": {"message": "no such model", "type": "not_found_error", "code": "model_not_found"}
+        "error": {
+            "message": "no such model",
+            "type": "not_found_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
     }
