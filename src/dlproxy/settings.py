@@ -17,6 +17,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from dlproxy.autoscaling.base import POLICIES as SCALING
+from dlproxy.caching.base import POLICIES as CACHES
+from dlproxy.scheduling.base import POLICIES as SCHEDULING
+
 
 def usable_cores() -> int:
     try:
@@ -26,7 +30,10 @@ def usable_cores() -> int:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DLPROXY_", extra="forbid")
+    # The docstrings below are the settings' meanings: --help, docs/configuration.md.
+    model_config = SettingsConfigDict(
+        env_prefix="DLPROXY_", extra="forbid", use_attribute_docstrings=True
+    )
 
     host: str = "127.0.0.1"
     """Address to listen on."""
@@ -154,7 +161,7 @@ class Settings(BaseSettings):
     """Which of the ``gateways`` this process is (set by the supervisor; 0 when there is one)."""
     metrics: bool = True
     """Record per-request metrics (off only to measure what they cost)."""
-    log_format: str = "text"
+    log_format: Literal["text", "json"] = "text"
     """Log lines as ``text`` or ``json`` (one object per line)."""
     access_log: bool = False
     """Log one line per inference request, with its request id, status and duration."""
@@ -178,6 +185,51 @@ class Settings(BaseSettings):
     admin_port: int | None = None
     """Serve the admin and repository routes, ``/metrics``, ``/stats`` and ``/dashboard`` on this
     port only (the main port answers them 404), e.g. to keep them off an ingress."""
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _weights(cls, value: Any) -> Any:
+        """``"3,1"`` (a flag or a variable) is ``[3.0, 1.0]``."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("scale_options", mode="before")
+    @classmethod
+    def _options(cls, value: Any) -> Any:
+        """``["target=4", "window=30"]`` (repeated ``--scale-option``) is a table."""
+        if isinstance(value, list):
+            table: dict[str, Any] = {}
+            for item in value:
+                key, sep, number = str(item).partition("=")
+                if not sep or not key.strip():
+                    raise ValueError(f"a scaling option is KEY=NUMBER, got {item!r}")
+                table[key.strip()] = number.strip()
+            return table
+        return value
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        return _known(value, SCHEDULING, "scheduling policy")
+
+    @field_validator("cache")
+    @classmethod
+    def _cache(cls, value: str) -> str:
+        return value if value == "none" else _known(value, CACHES, "cache policy (or none)")
+
+    @field_validator("autoscale")
+    @classmethod
+    def _autoscale(cls, value: str | None) -> str | None:
+        return None if value is None else _known(value, SCALING, "scaling policy")
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        levels = ("debug", "info", "warning", "error", "critical")
+        if value.lower() not in levels:
+            raise ValueError(f"unknown log level '{value}'; choose one of: {', '.join(levels)}")
+        return value.lower()
 
     @field_validator("memory_budget", mode="before")
     @classmethod
@@ -301,6 +353,12 @@ def parse_bytes(text: str) -> int:
     if match is None or unit not in _UNITS:
         raise ValueError(f"'{text}' is not a size: write bytes, or e.g. 800MB, 2GiB, 1.5G")
     return int(float(match[1]) * _UNITS[unit])
+
+
+def _known(name: str, table: dict[str, str], family: str) -> str:
+    if name not in table:
+        raise ValueError(f"unknown {family} '{name}'; choose one of: {', '.join(sorted(table))}")
+    return name
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

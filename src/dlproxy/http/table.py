@@ -131,7 +131,5 @@ def operator_route(path: str) -> bool:
     """Whether a path is for operators (admin and repository routes, metrics, stats, the
     dashboard): what ``--admin-port`` moves off the main port."""
     return (
-        access_for(path) is Access.ADMIN
-        or path in OPERATOR_PATHS
-        or path.startswith("/dashboard/")
+        access_for(path) is Access.ADMIN or path in OPERATOR_PATHS or path.startswith("/dashboard/")
     )
