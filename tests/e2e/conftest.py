@@ -14,7 +14,9 @@ from serving import Server
 @pytest.fixture(scope="module")
 def echo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("echo") / "server.log"
-    server = Server("--model", "echo", "--instances", "2", "--threads", "1", log=log).wait_ready()
+    server = Server(
+        "--admin-loopback", "--model", "echo", "--instances", "2", "--threads", "1", log=log
+    ).wait_ready()
     yield server
     server.stop()
 
@@ -23,7 +25,7 @@ def echo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def minilm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("minilm") / "server.log"
     server = Server(
-        "--model", "minilm:fp32", "--instances", "2", "--threads", "1", log=log
+        "--admin-loopback", "--model", "minilm:fp32", "--instances", "2", "--threads", "1", log=log
     ).wait_ready()
     yield server
     server.stop()
