@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -28,7 +30,15 @@ log = logging.getLogger("dlproxy")
 
 class GatewayServer(uvicorn.Server):
     """uvicorn's server, except that a signal only ends ``serve()`` (uvicorn re-raises it, which
-    would kill the process before the workers are drained and the cache flushed)."""
+    would kill the process before the workers are drained and the cache flushed), and the time
+    it came is kept: the workers' drain gets what is left of the graceful shutdown."""
+
+    exit_requested_at: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.exit_requested_at is None:
+            self.exit_requested_at = time.monotonic()
+        super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -125,7 +135,7 @@ def uvicorn_config(
         forwarded_allow_ips=settings.forwarded_allow_ips or None,
         access_log=False,
         log_level="warning",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=max(1, round(settings.graceful_shutdown_s)),
         backlog=4096,
     )
 
@@ -247,7 +257,8 @@ async def serve(settings: Settings) -> None:
         admin.should_exit = True
         with contextlib.suppress(Exception):
             await admin_serving
-    await gateway.close()
+    since = time.monotonic() - (server.exit_requested_at or time.monotonic())
+    await gateway.close(drain_seconds=max(1.0, settings.graceful_shutdown_s - since))
     context.term()
     disconnect_backend(settings)
     if serving.done() and serving.exception() is not None:

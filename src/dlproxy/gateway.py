@@ -386,9 +386,9 @@ class Gateway:
         task.add_done_callback(_settle)
         task.add_done_callback(self._tasks.discard)
 
-    async def close(self) -> None:
-        """Stop instances (draining them), then flush the cache."""
-        await asyncio.gather(*(pool.close() for pool in self.all_pools()))
+    async def close(self, drain_seconds: float = 30.0) -> None:
+        """Stop instances (draining them, up to ``drain_seconds``), then flush the cache."""
+        await asyncio.gather(*(pool.close(drain_seconds) for pool in self.all_pools()))
         if self.cache is not None:
             await self.cache.close()
 

@@ -182,6 +182,10 @@ class Settings(BaseSettings):
     """Proxies (IPs or networks, e.g. ``10.0.0.0/8``) whose ``X-Forwarded-For`` is believed: rate
     limits, logs and the admin check then see the client they name. From any other peer the
     header is ignored. From the environment: comma-separated."""
+    graceful_shutdown_s: float = 30.0
+    """Longest a shutdown (SIGTERM) waits for in-flight requests and queued batches before it
+    stops the workers. Keep it below a pod's ``terminationGracePeriodSeconds`` minus its
+    ``preStop`` wait (deploy/kubernetes/deployment.yaml)."""
     admin_port: int | None = None
     """Serve the admin and repository routes, ``/metrics``, ``/stats`` and ``/dashboard`` on this
     port only (the main port answers them 404), e.g. to keep them off an ingress."""

@@ -96,3 +96,32 @@ def test_operator_routes_on_their_own_port(serving: list[Server], tmp_path: Path
         assert httpx.get(f"{operator}{path}", timeout=30).status_code == 200, path
     assert echo(operator).status_code == 404  # inference stays on the main port
     assert "dlproxy_requests_total" in httpx.get(f"{operator}/metrics", timeout=30).text
+
+
+def test_a_shutdown_takes_no_longer_than_the_graceful_shutdown_time(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    server = Server(
+        *("--model", "echo", "--instances", "1", "--threads", "1", "--graceful-shutdown-s", "2"),
+        log=tmp_path / "server.log",
+    ).wait_ready()
+    slow = {"inputs": ECHO["inputs"], "parameters": {"delay_ms": 20_000}}
+    answers: list[int] = []
+
+    def hold() -> None:
+        try:
+            answer = httpx.post(f"{server.url}/v2/models/echo/infer", json=slow, timeout=60)
+            answers.append(answer.status_code)
+        except httpx.HTTPError:
+            answers.append(0)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    time.sleep(0.5)  # the 20 s request is in the worker
+    started = time.monotonic()
+    assert server.stop(timeout=30) == 0
+    took = time.monotonic() - started
+    holder.join(30)
+    assert took < 12, f"shutdown took {took:.1f} s with --graceful-shutdown-s 2"  # not 30 + 20
+    assert len(answers) == 1  # the held request ended (cut at the limit), it did not hang

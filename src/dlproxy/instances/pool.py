@@ -120,12 +120,15 @@ class InstancePool:
     def _made(self) -> list[Instance]:
         return [i for i in self.instances if i.id not in self._attached]
 
-    async def close(self) -> None:
-        """Drain and stop every instance (graceful shutdown)."""
+    async def close(self, drain_seconds: float = 30.0) -> None:
+        """Drain (up to ``drain_seconds``) and stop every instance (graceful shutdown)."""
         self._closing = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*(i.stop(drain=True) for i in self.instances), return_exceptions=True)
+        await asyncio.gather(
+            *(i.stop(drain=True, drain_seconds=drain_seconds) for i in self.instances),
+            return_exceptions=True,
+        )
 
     def _on_failure(self, instance: Instance, orphans: list[Pending]) -> None:
         for pending in orphans:
