@@ -1,4 +1,5 @@
-"""Composition root: settings -> pools of instances -> gateway -> HTTP app -> server, in one place."""
+"""The server: a Service (settings -> pools of instances -> gateway -> HTTP app) behind uvicorn,
+on one port or two (``--admin-port``), with the signals and the graceful shutdown."""
 
 from __future__ import annotations
 
@@ -12,18 +13,12 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-import zmq.asyncio
 
-from dlproxy import assembly
-from dlproxy.autoscaler import Controller
-from dlproxy.caching.base import MemoryCache
-from dlproxy.caching.tiered import TieredCache
-from dlproxy.gateway import Gateway, Limits
-from dlproxy.http.auth import build_authenticator
-from dlproxy.http.ratelimit import RateLimiter
 from dlproxy.http.routes import InferenceApp, PortScope
-from dlproxy.metrics import MetricsOff, RequestMetrics
+from dlproxy.service import Service, connect_backend
 from dlproxy.settings import Settings
+
+__all__ = ["connect_backend", "serve"]
 
 log = logging.getLogger("dlproxy")
 
@@ -60,63 +55,6 @@ class SecondServer(uvicorn.Server):
         yield
 
 
-def connect_backend(settings: Settings) -> None:
-    """Join the Ray cluster (``--backend ray``) before any instance is made; a no-op for local."""
-    if settings.backend != "ray":
-        return
-    try:
-        from dlproxy.instances.ray import connect
-    except ImportError:
-        raise SystemExit(
-            "dlproxy serve: --backend ray needs Ray: pip install 'dlproxy[ray]'"
-        ) from None
-    connect(settings.ray_address)
-
-
-def disconnect_backend(settings: Settings) -> None:
-    """Leave the Ray cluster once every actor is stopped (a no-op for local)."""
-    if settings.backend == "ray":
-        import ray
-
-        ray.shutdown()
-
-
-def build_cache(settings: Settings) -> TieredCache | None:
-    """The result cache the settings ask for, or None: L1 in-process (``--cache``), L2 shared
-    (``--redis`` or ``--memcached``), or both. ``--cache none`` with an L2 means L2 only."""
-    from dlproxy.caching.wire import SharedCache  # the shared levels load only when asked for
-
-    l1 = None
-    if settings.cache != "none":
-        l1 = MemoryCache(
-            settings.cache, settings.cache_size, settings.cache_bytes, settings.cache_ttl
-        )
-    if settings.redis and settings.memcached:
-        raise ValueError(
-            f"choose one shared cache level: redis '{settings.redis}' or memcached "
-            f"'{settings.memcached}', not both"
-        )
-    timeout = settings.l2_timeout_ms / 1000
-    l2: SharedCache | None = None
-    if settings.redis:
-        from dlproxy.caching.redis import RedisCache
-
-        l2 = RedisCache(settings.redis, timeout=timeout, ttl=settings.cache_ttl)
-    elif settings.memcached:
-        from dlproxy.caching.memcached import MemcachedCache
-
-        l2 = MemcachedCache(settings.memcached, timeout=timeout, ttl=settings.cache_ttl)
-    if l1 is None and l2 is None:
-        return None
-    return TieredCache(
-        l1,
-        l2,
-        settings.write_policy,
-        max_dirty=settings.write_back_max_entries,
-        flush_interval=settings.write_back_interval_ms / 1000,
-    )
-
-
 def uvicorn_config(
     settings: Settings, app: InferenceApp, port: int, operator: bool
 ) -> uvicorn.Config:
@@ -140,71 +78,13 @@ def uvicorn_config(
     )
 
 
-def start_autoscaler(settings: Settings, gateway: Gateway) -> asyncio.Task[None] | None:
-    """The autoscaler's loop, when ``--autoscale`` names a policy or a repository model may
-    name its own; it scales each pool by the plan the pool was made with."""
-    if not settings.autoscale and settings.model_repository is None:
-        return None
-    controller = Controller(
-        gateway.all_pools,
-        gateway.arrivals,
-        gateway.scaling_decisions,
-        settings.scale_interval_s,
-    )
-    plan = assembly.scaling_plan(settings)
-    if plan is not None:
-        log.info(
-            "autoscaling with %s between %d and %d instances",
-            plan.policy,
-            plan.limits.min_instances,
-            plan.limits.max_instances,
-        )
-    return asyncio.create_task(controller.run(), name="autoscaler")
-
-
 async def serve(settings: Settings) -> None:
     """Listen at once (not ready until the models are loaded), serve until SIGINT/SIGTERM, drain."""
-    settings = settings.resolved()
-    connect_backend(settings)
-    context = zmq.asyncio.Context()
     try:
-        models = assembly.deployments(settings)
-        pools = assembly.build_pools(settings, context, models)
+        service = Service(settings)
     except ValueError as exc:  # a missing repository, a name served twice, a bad policy name
-        context.term()
         raise SystemExit(f"dlproxy serve: {exc}") from None
-    gateway = Gateway(
-        pools,
-        Limits(settings.max_items, settings.max_text_bytes),
-        build_cache(settings),
-        settings.coalesce,
-        hedge_after=settings.hedge_ms / 1000 if settings.hedge_ms else None,
-        defaults=assembly.default_versions(models),
-        splits=assembly.splits(models),
-    )
-    limiter = (
-        RateLimiter(settings.rate_limit, settings.rate_burst or max(1.0, settings.rate_limit))
-        if settings.rate_limit
-        else None
-    )
-    control = None
-    if settings.model_repository is not None:
-        from dlproxy.lifecycle import ModelControl
-
-        control = ModelControl(settings, context, gateway)
-        if settings.memory_budget is not None:
-            gateway.on_demand = control  # models load on their first request
-            gateway.memory_budget = settings.memory_budget
-    app = InferenceApp(
-        gateway,
-        settings.max_body_bytes,
-        settings.request_timeout_ms,
-        limiter=limiter,
-        access_log=settings.access_log,
-        metrics=RequestMetrics() if settings.metrics else MetricsOff(),
-        auth=build_authenticator(settings),
-        repository=control,
-    )
+    settings, app = service.settings, service.app
     server = GatewayServer(uvicorn_config(settings, app, settings.port, operator=False))
     log.info(
         "serving %s on http://%s:%s with %s instance(s) x %s thread(s), policy %s",
@@ -226,25 +106,10 @@ async def serve(settings: Settings) -> None:
         admin_serving = asyncio.create_task(admin.serve(), name="admin http server")
         log.info("admin routes, metrics and stats on port %s only", settings.admin_port)
     serving = asyncio.create_task(server.serve(sockets=sockets), name="http server")
-    starting = asyncio.create_task(
-        assembly.start_pools(pools, settings.instances or 0), name="start instances"
-    )
+    starting = asyncio.create_task(service.start(), name="start instances")
     done, _ = await asyncio.wait({serving, starting}, return_when=asyncio.FIRST_COMPLETED)
     if starting in done and starting.exception() is None:
-        gateway.started = True
-        log.info("ready")
-        scaling = start_autoscaler(settings, gateway)
-        polling = None
-        if control is not None:
-            control.remember()
-            if settings.repository_poll_s:
-                polling = asyncio.create_task(
-                    control.poll(settings.repository_poll_s), name="repository poll"
-                )
         await serving  # until a signal: uvicorn stops accepting and finishes in-flight requests
-        for task in (scaling, polling):
-            if task is not None:
-                task.cancel()
     elif starting in done:
         log.error("could not start the instances: %s", starting.exception())
         server.should_exit = True
@@ -258,9 +123,7 @@ async def serve(settings: Settings) -> None:
         with contextlib.suppress(Exception):
             await admin_serving
     since = time.monotonic() - (server.exit_requested_at or time.monotonic())
-    await gateway.close(drain_seconds=max(1.0, settings.graceful_shutdown_s - since))
-    context.term()
-    disconnect_backend(settings)
+    await service.stop(drain_seconds=max(1.0, settings.graceful_shutdown_s - since))
     if serving.done() and serving.exception() is not None:
         raise serving.exception()  # type: ignore[misc]
     if starting.done() and not starting.cancelled() and starting.exception() is not None:

@@ -51,6 +51,7 @@ class Deployment:
     default: bool = True
     split: Split | None = None  # the model's traffic between its versions, and its shadow
     cached: bool = True  # False: the model's config turned the result cache off for it
+    options: str = ""  # a Python model's options, JSON, given to its setup()
 
 
 def deployments(settings: Settings) -> list[Deployment]:
@@ -95,6 +96,7 @@ def entry_deployments(entry: Entry, settings: Settings) -> list[Deployment]:
 
     own = Settings.model_validate({**settings.model_dump(), **entry.settings})
     references = {v.number: v.reference for v in entry.versions}
+    options = {v.number: v.options for v in entry.versions}
     return [
         Deployment(
             references[number],
@@ -105,6 +107,7 @@ def entry_deployments(entry: Entry, settings: Settings) -> list[Deployment]:
             number == entry.default,
             entry.split,
             cache != "none",
+            options[number],
         )
         for number in entry.served
     ]
@@ -136,7 +139,11 @@ def build_pools(
             served_as: tuple[str, str] | None = served_as,
         ) -> Instance:
             options = instance_options(
-                own, next(weights, 1.0), instance_name(settings, next(numbers)), served_as=served_as
+                own,
+                next(weights, 1.0),
+                instance_name(settings, next(numbers)),
+                served_as=served_as,
+                model_options=deployment.options,
             )
             return build_instance(own, context, deployment.reference, options, on_failure)
 
@@ -204,6 +211,7 @@ def instance_options(
     name: str | None,
     depth: int | None = None,
     served_as: tuple[str, str] | None = None,
+    model_options: str = "",
 ) -> InstanceOptions:
     """What every kind of instance takes from the settings: queue, batching, failure timeouts."""
     return InstanceOptions(
@@ -217,6 +225,7 @@ def instance_options(
         hang_timeout=settings.hang_timeout_s,
         heartbeat_timeout=settings.heartbeat_timeout_s,
         served_as=served_as,
+        model_options=model_options,
     )
 
 

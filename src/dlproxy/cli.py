@@ -8,11 +8,12 @@ import sys
 import typing
 from typing import Any
 
-from dlproxy import __version__, configuration
+from dlproxy import configuration
 from dlproxy.configuration import ConfigError
 from dlproxy.extras import MissingExtra, missing
 from dlproxy.logging import configure as configure_logging
 from dlproxy.settings import Settings
+from dlproxy.version import __version__
 
 
 class Parser(argparse.ArgumentParser):

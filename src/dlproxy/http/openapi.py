@@ -18,10 +18,10 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from dlproxy import __version__
 from dlproxy.http import schemas
 from dlproxy.http.table import ENDPOINTS, Access, Endpoint
 from dlproxy.types import DTYPES
+from dlproxy.version import __version__
 
 Schema = dict[str, Any]
 

@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dlproxy import __version__, kserve
+from dlproxy import kserve
 from dlproxy.errors import BadRequest, ModelNotFound, PayloadTooLarge
 from dlproxy.gateway import Gateway
 from dlproxy.http import openapi, schemas, table
@@ -38,6 +38,7 @@ from dlproxy.http.ratelimit import RateLimiter
 from dlproxy.logging import access
 from dlproxy.metrics import RequestMetrics, registry_for, stats
 from dlproxy.types import InferenceRequest, InferenceResponse
+from dlproxy.version import __version__
 
 REJECTIONS = {413: "too_large", 429: "rate_limited", 503: "overloaded", 504: "deadline"}
 _ids = itertools.count(1)
@@ -74,7 +75,11 @@ class InferenceApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            found = table.hot(scope["path"])
+            path: str = scope["path"]
+            root: str = scope.get("root_path", "")
+            if root and path.startswith(root):  # mounted under a prefix (another app's route)
+                path = path[len(root) :]
+            found = table.hot(path)
             if found is not None:
                 endpoint, model, version = found
                 codec = CODECS[endpoint.protocol or ""]

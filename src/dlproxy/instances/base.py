@@ -45,6 +45,8 @@ class InstanceOptions:
     heartbeat_timeout: float = 5.0
     served_as: tuple[str, str] | None = None
     """The name and version the model is served as (a repository entry), else its own."""
+    model_options: str = ""
+    """A Python model's options (JSON, from its repository ``model.json``): given to ``setup``."""
 
 
 class Instance(Protocol):

@@ -66,9 +66,10 @@ class LocalInstance(BatchedInstance):
         """The processes that make the instance: one worker (a pipelined instance has more; the
         first always holds the gateway's socket)."""
         worker = ["-m", "dlproxy.worker.main", "--endpoint", self._endpoint]
-        return [
-            [sys.executable, *worker, "--model", self.reference, "--threads", str(self.threads)]
-        ]
+        model = ["--model", self.reference, "--threads", str(self.threads)]
+        if self.options.model_options:
+            model += ["--options", self.options.model_options]
+        return [[sys.executable, *worker, *model]]
 
     async def start(self) -> None:
         """Start the process(es) and wait until the model is loaded; raises if one dies first."""

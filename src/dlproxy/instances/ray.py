@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import os
 import time
@@ -60,11 +61,11 @@ def connect(address: str | None) -> None:
 class ModelActor:
     """The body of a Ray actor: one model, one batch at a time (as a worker process)."""
 
-    def __init__(self, reference: str, threads: int) -> None:
+    def __init__(self, reference: str, threads: int, options: str = "") -> None:
         from dlproxy.models.registry import create_model
         from dlproxy.worker.main import LoadMeter
 
-        self.model = create_model(reference, threads=threads)
+        self.model = create_model(reference, threads=threads, options=json.loads(options or "{}"))
         self.model.load()
         self.meter = LoadMeter()
 
@@ -191,7 +192,7 @@ class RayInstance(BatchedInstance):
                 max_restarts=0,  # the pool replaces it, failing over what it held
                 runtime_env=_runtime_env(),
             )
-            .remote(self.reference, self.threads)
+            .remote(self.reference, self.threads, self.options.model_options)
         )
 
     async def stop(self, drain: bool = True, drain_seconds: float = 30.0) -> None:

@@ -33,6 +33,9 @@ class Model(ABC):
     ) -> dict[str, np.ndarray]:
         """Compute one batch; every output has as many rows as the inputs."""
 
+    def close(self) -> None:  # noqa: B027  optional: most models hold nothing to release
+        """Release what ``load`` took (files, connections, threads); the worker calls it last."""
+
 
 def choose_variant(model: str, variant: str | None, variants: tuple[str, ...], default: str) -> str:
     """``variant`` (or ``default``) if ``model`` has it; else an error that lists the ones it has."""

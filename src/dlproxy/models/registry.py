@@ -5,6 +5,7 @@ file, or ``module:Class``."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from dlproxy.models.base import Model
 from dlproxy.plugins import import_from_string
@@ -50,7 +51,7 @@ def model_name(reference: str) -> str:
     return name.rpartition(":")[2].lower() or name
 
 
-def create_model(reference: str, threads: int = 1) -> Model:
+def create_model(reference: str, threads: int = 1, options: dict[str, Any] | None = None) -> Model:
     """A model object (not yet loaded) from ``name[:variant]``, an ``.onnx`` path or ``module:Class``."""
     name, variant = split_reference(reference)
     if name in BUILTIN:
@@ -72,7 +73,7 @@ def create_model(reference: str, threads: int = 1) -> Model:
     if ":" in name:
         from dlproxy.models.python import PythonClassModel
 
-        return PythonClassModel(name)
+        return PythonClassModel(name, threads=threads, options=options)
     raise ValueError(
         f"Unknown model '{reference}': use a built-in name ({', '.join(sorted(BUILTIN))}), "
         "a path to an .onnx file, a sentence-transformers directory, or 'module:Class'."

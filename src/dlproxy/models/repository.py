@@ -7,7 +7,8 @@ Each model is a folder; each numeric subfolder is a version, holding anything ``
 - ``modules.json`` (+ tokenizer, pooling, ``onnx/model.onnx``), a sentence-transformers directory;
 - ``model.json``, ``{"model": "<any --model reference>"}`` (a built-in such as ``minilm:int8``, or
   ``package.module:Class``); a relative path in it is read from the version folder, and
-  ``model:Class`` with a ``model.py`` beside it is that file's class (as Triton's Python backend).
+  ``model:Class`` with a ``model.py`` beside it is that file's class (as Triton's Python backend);
+  ``"options": {...}`` reach a ``dlproxy.PythonModel``'s ``setup``.
 
 ``DIR/<name>/config.json`` (optional) sets the model's ``version_policy`` (``{"latest": N}``,
 Triton's default ``{"latest": 1}``; ``{"all": true}``; ``{"specific": ["1", "3"]}``), its
@@ -65,6 +66,7 @@ class Version:
     number: str
     reference: str = ""
     error: str = ""
+    options: str = ""  # a Python model's options, JSON (model.json "options")
 
 
 @dataclass(frozen=True)
@@ -163,9 +165,27 @@ def _split(config: dict[str, Any], served: list[str], path: Path) -> Split | Non
 def _version(base: Path, folder: Path) -> Version:
     try:
         _inside(base, folder)
-        return Version(folder.name, _reference(base, folder))
+        reference = _reference(base, folder)
+        return Version(folder.name, reference, options=_options(folder, reference))
     except ValueError as exc:
         return Version(folder.name, error=str(exc))
+
+
+def _options(folder: Path, reference: str) -> str:
+    """The ``options`` table of ``model.json`` (for a Python model's ``setup``), as JSON."""
+    if not (folder / "model.json").is_file():
+        return ""
+    options = _read_json(folder / "model.json").get("options")
+    if options is None:
+        return ""
+    if not isinstance(options, dict):
+        raise ValueError(f'{folder / "model.json"}: "options" must be an object')
+    if ":" not in reference or reference.split(":")[0] in ("minilm", "digits", "echo"):
+        raise ValueError(
+            f'{folder / "model.json"}: "options" are for Python models (module:Class), '
+            f"not {reference}"
+        )
+    return json.dumps(options, sort_keys=True)
 
 
 def _reference(base: Path, folder: Path) -> str:

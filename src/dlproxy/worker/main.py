@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import json
 import os
 import signal
 import sys
@@ -61,7 +62,9 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def serve(endpoint: str, reference: str, threads: int, heartbeat_s: float) -> None:
+def serve(
+    endpoint: str, reference: str, threads: int, heartbeat_s: float, options: str = ""
+) -> None:
     # The gateway owns our lifetime: ignore Ctrl-C sent to the whole process group, die with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
@@ -74,7 +77,7 @@ def serve(endpoint: str, reference: str, threads: int, heartbeat_s: float) -> No
         socket.send(protocol.encode(message), copy=False)
 
     try:
-        model = create_model(reference, threads=threads)
+        model = create_model(reference, threads=threads, options=json.loads(options or "{}"))
         model.load()
     except Exception as exc:  # tell the gateway why, so the operator sees it where they look
         lacking = (
@@ -102,6 +105,7 @@ def serve(endpoint: str, reference: str, threads: int, heartbeat_s: float) -> No
         if isinstance(message, protocol.Stop):
             break
         send(run_batch(model, message, meter))
+    model.close()
     socket.close()
     context.term()
 
@@ -130,8 +134,9 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--heartbeat-s", type=float, default=1.0)
+    parser.add_argument("--options", default="", help="a Python model's options (JSON)")
     args = parser.parse_args()
-    serve(args.endpoint, args.model, args.threads, args.heartbeat_s)
+    serve(args.endpoint, args.model, args.threads, args.heartbeat_s, args.options)
 
 
 if __name__ == "__main__":

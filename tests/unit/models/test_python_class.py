@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 
+import dlproxy
 from dlproxy.models.python import PythonClassModel
 from dlproxy.models.registry import create_model
 
@@ -79,3 +80,42 @@ def test_bad_references() -> None:
         PythonClassModel(f"{__name__}:NotAModel")
     with pytest.raises(ImportError):
         PythonClassModel("no_such_module_here:Thing")
+
+
+class Tagged(dlproxy.PythonModel):
+    """The public contract: setup gets the threads and options, predict the parameters."""
+
+    name = "tagger"
+    version = "7"
+    inputs = [("x", "FP32", (-1, 2))]
+    outputs = [("y", "FP32", (-1, 2))]
+    max_batch_size = 4
+    closed: ClassVar[list[str]] = []
+
+    def setup(self, threads: int, options: dict[str, Any]) -> None:
+        self.threads = threads
+        self.scale = float(options["scale"])
+
+    def predict(
+        self, batch: dict[str, np.ndarray], parameters: dict[str, Any]
+    ) -> dict[str, np.ndarray]:
+        return {"y": batch["x"] * self.scale + float(parameters.get("shift", 0)) + self.threads}
+
+    def close(self) -> None:
+        Tagged.closed.append("closed")
+
+
+def test_a_python_model_gets_threads_options_and_parameters_and_is_closed() -> None:
+    model = create_model(f"{__name__}:Tagged", threads=3, options={"scale": 2})
+    assert isinstance(model, PythonClassModel)
+    assert (model.spec.name, model.spec.version, model.spec.max_batch_size) == ("tagger", "7", 4)
+    model.load()
+    out = model.predict({"x": np.ones((2, 2), np.float32)}, {"shift": 10})
+    np.testing.assert_allclose(out["y"], 2 + 10 + 3)
+    model.close()
+    assert Tagged.closed == ["closed"]
+
+
+def test_options_are_for_python_models_only() -> None:
+    with pytest.raises(TypeError, match=r"takes no options: subclass dlproxy\.PythonModel"):
+        create_model(f"{__name__}:Scaler", options={"scale": 2})
