@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh machine, then runs the whole suite.
-# System packages (redis-server, memcached, chromium) come from the system package manager;
+# System packages (redis-server, memcached, chromium, prometheus) come from the system package manager;
 # Python packages go into .venv; the built-in models are exported once into .dlproxy-home.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,7 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v memcached >/dev/null || need+=(memcached)
 command -v chromium >/dev/null || need+=(chromium)
+command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq

@@ -7,6 +7,7 @@ Only the gateway exports metrics: workers report through their replies.
 
 from __future__ import annotations
 
+import platform
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -17,9 +18,11 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from dlproxy.histogram import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
+from dlproxy.version import __version__
 
 if TYPE_CHECKING:
     from dlproxy.gateway import Gateway
@@ -114,6 +117,16 @@ class GatewayCollector(Collector):
             "Items that reached a model.",
             labels=["model", "version", "instance"],
         )
+        worker_memory = GaugeMetricFamily(
+            "dlproxy_worker_memory_bytes",
+            "Resident memory of an instance's worker process, as it last reported.",
+            labels=["model", "version", "instance"],
+        )
+        worker_cpu = GaugeMetricFamily(
+            "dlproxy_worker_cpu_ratio",
+            "CPU an instance's worker used, in cores (1.0 = one core busy), as it last reported.",
+            labels=["model", "version", "instance"],
+        )
         for pool in g.all_pools():
             name, version = pool.name, pool.version
             stats = [i.batcher.statistics() for i in pool.instances]
@@ -130,6 +143,8 @@ class GatewayCollector(Collector):
                 instances.add_metric([name, version, state], states.get(state, 0))
             for instance, s in zip(pool.instances, stats, strict=True):
                 inflight.add_metric([name, version, instance.id], s.inflight_requests)
+                worker_memory.add_metric([name, version, instance.id], instance.load.rss_bytes)
+                worker_cpu.add_metric([name, version, instance.id], instance.load.cpu_percent / 100)
                 items.add_metric(
                     [name, version, instance.id],
                     pool.items_by_instance.get(instance.id, 0) + s.items,
@@ -154,6 +169,8 @@ class GatewayCollector(Collector):
         yield inflight
         yield queue
         yield items
+        yield worker_memory
+        yield worker_cpu
         yield from _traffic_families(g)
         yield from _lifecycle_families(g)
         rejected = CounterMetricFamily(
@@ -304,9 +321,24 @@ def cache_levels(g: Gateway) -> dict[str, dict[str, Any]]:
     return levels
 
 
+class BuildCollector(Collector):
+    """``dlproxy_build_info``: which dlproxy and Python answer (always 1)."""
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "dlproxy_build_info", "The running dlproxy (always 1).", labels=["version", "python"]
+        )
+        info.add_metric([__version__, platform.python_version()], 1)
+        yield info
+
+
 def registry_for(gateway: Gateway, requests: RequestMetrics) -> CollectorRegistry:
+    """The gateway's families, its build, and the gateway process's own figures (``process_*``:
+    CPU seconds, resident memory, open files; the workers' are ``dlproxy_worker_*``)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GatewayCollector(gateway, requests))
+    registry.register(BuildCollector())
+    ProcessCollector(registry=registry)
     return registry
 
 
@@ -382,3 +414,54 @@ def _pool_stats(pool: InstancePool, requests: RequestMetrics) -> dict[str, Any]:
         "latency_histogram": {"bounds": list(total.bounds), "counts": list(total.counts)},
         "batch_size_histogram": {"bounds": list(batch.bounds), "counts": list(batch.counts)},
     }
+
+
+def reference() -> str:
+    """``docs/metrics.md``: every metric /metrics exposes, from the collectors themselves."""
+    from dlproxy.gateway import Gateway, Limits
+
+    gateway = Gateway([], Limits())
+    gateway.memory_budget = 1  # so that the budget's gauge is listed too
+    lines = [
+        "# Metrics",
+        "",
+        "Generated from the collectors (`python -m dlproxy.metrics > docs/metrics.md`); a test",
+        "fails when this file is stale. `GET /metrics` on the gateway (or on `--admin-port`).",
+        "Labels: `model` and `version` (empty for a model served without versions, which",
+        "Prometheus drops), `instance` (an instance id, e.g. `w1`). Counters are exposed with",
+        "`_total`, histograms as `_bucket`, `_sum` and `_count`. Dashboard and alerts:",
+        "`deploy/monitoring/`.",
+        "",
+        "| metric | type | labels | unit | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    registry = registry_for(gateway, RequestMetrics())
+    for family in registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        labels = list(getattr(family, "_labelnames", ()))
+        if family.type == "histogram":
+            labels.append("le")
+        shown = ", ".join(f"`{label}`" for label in labels) or "-"
+        lines.append(
+            f"| `{name}` | {family.type} | {shown} | {_unit(family.name)} | {family.documentation} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _unit(name: str) -> str:
+    for suffix, unit in (
+        ("_seconds", "seconds"),
+        ("_bytes", "bytes"),
+        ("_ratio", "cores"),
+        ("_info", "-"),
+        ("_weight", "share (0..1)"),
+        ("_similarity", "cosine (-1..1)"),
+        ("_size", "items"),
+    ):
+        if name.endswith(suffix):
+            return unit
+    return "count"
+
+
+if __name__ == "__main__":
+    print(reference(), end="")
