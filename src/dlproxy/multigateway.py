@@ -8,7 +8,9 @@ share goes through the shared cache tier (``--redis``/``--memcached``): each one
 the same L2. docs/deployment.md says why this design and what it costs.
 
 The supervisor (this module's ``supervise``) starts the gateways, restarts one that dies, and on
-SIGTERM or SIGINT passes SIGTERM to each and waits while they drain.
+SIGTERM or SIGINT passes SIGTERM to each and waits while they drain. With ``--admin-port P`` it
+serves ``/metrics`` on P itself: the sum of every gateway's (``aggregate.py``), each gateway's
+operator routes then being on a private port of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from dlproxy.console import free_port
 from dlproxy.listen import reuse_port_socket
 from dlproxy.settings import Settings
 
@@ -55,8 +58,29 @@ def supervise(settings: Settings) -> int:
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited loop
     stopping = False
 
+    private = {index: free_port() for index in range(1, settings.gateways + 1)}
+    aggregator = None
+    if settings.admin_port is not None:
+        from dlproxy.aggregate import MetricsServer
+
+        local = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        aggregator = MetricsServer(
+            settings.host,
+            settings.admin_port,
+            {str(i): f"http://{local}:{port}/metrics" for i, port in private.items()},
+        )
+        aggregator.start()
+    else:
+        log.warning(
+            "with --gateways, a scrape of /metrics reaches one gateway: add --admin-port P to "
+            "scrape the sum of all of them there"
+        )
+
     def start(index: int) -> BaseProcess:
-        child = settings.model_copy(update={"gateway_index": index})
+        update: dict[str, object] = {"gateway_index": index}
+        if aggregator is not None:
+            update["admin_port"] = private[index]
+        child = settings.model_copy(update=update)
         process = context.Process(target=_gateway_main, args=(child,), name=f"gateway {index}")
         process.start()
         log.info("gateway %d started (pid %s)", index, process.pid)
@@ -92,6 +116,8 @@ def supervise(settings: Settings) -> int:
                 gateways[index] = start(index)
     finally:
         _stop_all(list(gateways.values()))
+        if aggregator is not None:
+            aggregator.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     failed = [p for p in gateways.values() if p.exitcode not in (0, -signal.SIGTERM)]

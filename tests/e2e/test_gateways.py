@@ -109,3 +109,51 @@ def test_gateways_share_results_through_redis(tmp_path: Path) -> None:
             assert hits[0] >= 1  # both gateways answered from Redis
         finally:
             assert server.stop() == 0
+
+
+def test_one_scrape_of_the_admin_port_sums_every_gateway(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from dlproxy.console import free_port
+
+    admin = free_port()
+    server = Server(
+        *("--model", "echo", "--gateways", "2", "--instances", "1", "--cache", "none"),
+        *("--admin-port", str(admin)),
+        log=tmp_path / "server.log",
+    ).wait_ready()
+    try:
+        answered_by: set[str] = set()
+        for i in range(40):  # new connections: the kernel spreads them over both gateways
+            answer = infer(server.url, f"request {i}")
+            assert answer.status_code == 200
+            answered_by.add(answer.headers["x-dlproxy-instance"].split(".")[0])
+        assert answered_by == {"g1", "g2"}
+        deadline = time.monotonic() + 20
+        total = 0.0
+        while time.monotonic() < deadline:
+            text = httpx.get(f"http://127.0.0.1:{admin}/metrics", timeout=10).text
+            found = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+            }
+            total = sum(
+                value
+                for (name, labels), value in found.items()
+                if name == "dlproxy_requests_total" and ("code", "200") in labels
+            )
+            if total == 40:
+                break
+            time.sleep(0.2)
+        assert total == 40  # every request counted once, whichever gateway answered it
+        ready = found["dlproxy_instances", (("model", "echo"), ("state", "ready"), ("version", ""))]
+        assert ready == 2  # one instance per gateway
+        assert found["dlproxy_gateways_scraped", (("result", "ok"),)] == 2
+        gateways = {
+            dict(k[1]).get("gateway") for k in found if k[0] == "process_resident_memory_bytes"
+        }
+        assert gateways == {"1", "2"}
+        assert httpx.get(f"http://127.0.0.1:{admin}/stats", timeout=10).status_code == 404
+    finally:
+        assert server.stop(timeout=30) == 0
