@@ -23,7 +23,14 @@ import numpy as np
 
 from dlproxy import protocol
 from dlproxy.batching.policy import BatchingPolicy, FixedBatching
-from dlproxy.errors import BadRequest, DeadlineExceeded, InstanceFailed, ModelError, Overloaded
+from dlproxy.errors import (
+    BadRequest,
+    DeadlineExceeded,
+    DlproxyError,
+    InstanceFailed,
+    ModelError,
+    Overloaded,
+)
 from dlproxy.histogram import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
 from dlproxy.types import InferenceRequest, ModelSpec
 
@@ -45,6 +52,15 @@ def units_of(request: InferenceRequest, unit_bytes: int) -> int:
     return items
 
 
+def signature(request: InferenceRequest) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+    """What requests must share to be concatenated into one batch (as Triton requires): input
+    names, dtypes and every dimension but the first."""
+    return tuple(
+        (name, array.dtype.str, tuple(array.shape[1:]))
+        for name, array in sorted(request.inputs.items())
+    )
+
+
 @dataclass(slots=True)
 class Pending:
     request: InferenceRequest
@@ -52,6 +68,7 @@ class Pending:
     future: asyncio.Future[Outputs]
     enqueued: float
     units: int = 1
+    signature: tuple[tuple[str, str, tuple[int, ...]], ...] = ()
 
 
 @dataclass(slots=True)
@@ -121,7 +138,9 @@ class Batcher:
                     retry_after=wait,
                 )
         future: asyncio.Future[Outputs] = self._loop.create_future()
-        self._queue.append(Pending(request, parameters, future, self._loop.time(), units))
+        self._queue.append(
+            Pending(request, parameters, future, self._loop.time(), units, signature(request))
+        )
         self._queued_units += units
         self._pump()
         return future
@@ -192,19 +211,28 @@ class Batcher:
             self._idle.set()
 
     def _take(self) -> list[Pending]:
-        """The next batch: FIFO, up to max_batch units, same parameters, deadlines checked."""
+        """The next batch: the oldest request and, in order, the queued ones it can share a batch
+        with (same parameters, same input names, dtypes and non-batch shapes), up to max_batch
+        units; the others keep their places. Deadlines are checked on the way."""
         now = self._loop.time()
         taken: list[Pending] = []
+        kept: deque[Pending] = deque()
         size = 0
         while self._queue:
-            head = self._queue[0]
-            n = head.units
+            head = self._queue.popleft()
             if taken and (
-                size + n > self.policy.max_batch or head.parameters != taken[0].parameters
+                size + head.units > self.policy.max_batch
+                or head.signature != taken[0].signature
+                or head.parameters != taken[0].parameters
             ):
-                break
-            self._queue.popleft()
-            self._queued_units -= n
+                kept.append(head)
+                if (
+                    size + head.units > self.policy.max_batch
+                    and head.signature == taken[0].signature
+                ):
+                    break  # full: what follows waits for the next batch
+                continue
+            self._queued_units -= head.units
             if head.future.done():  # the client gave up
                 continue
             if head.request.deadline is not None and head.request.deadline <= now:
@@ -213,24 +241,37 @@ class Batcher:
                 )
                 continue
             taken.append(head)
-            size += n
+            size += head.units
+        kept.extend(self._queue)
+        self._queue = kept
         return taken
 
     def _send_one(self) -> None:
         batch = self._take()
         if not batch:
             return
-        if len(batch) == 1:
-            inputs = batch[0].request.inputs
-        else:
-            names = batch[0].request.inputs.keys()
-            inputs = {
-                name: np.concatenate([p.request.inputs[name] for p in batch]) for name in names
-            }
         started = self._loop.time()
+        try:
+            if len(batch) == 1:
+                inputs = batch[0].request.inputs
+            else:
+                names = batch[0].request.inputs.keys()
+                inputs = {
+                    name: np.concatenate([p.request.inputs[name] for p in batch]) for name in names
+                }
+            reply = self.send(inputs, batch[0].parameters)
+        except Exception as exc:  # nothing reached the worker: every request taken is answered
+            error = (
+                exc
+                if isinstance(exc, DlproxyError)
+                else ModelError(f"the batch could not be sent to the model: {exc}")
+            )
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            return
         for pending in batch:
             self._queue_wait.observe(started - pending.enqueued)
-        reply = self.send(inputs, batch[0].parameters)
         self._inflight_batches += 1
         self._inflight_requests += len(batch)
         units = sum(p.units for p in batch)
@@ -277,7 +318,15 @@ class Batcher:
                 if not pending.future.done():
                     pending.future.set_exception(error)
         else:
-            outputs = {name: protocol.from_wire(t) for name, t in message.outputs.items()}
+            try:
+                outputs = _rows(message, items)
+            except Exception as exc:  # a reply that does not fit the batch answers nobody right
+                error = ModelError(f"the model's reply does not fit its batch: {exc}")
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(error)
+                self._pump()
+                return
             start = 0
             for pending in batch:
                 n = pending.request.items
@@ -287,3 +336,16 @@ class Batcher:
                     )
                 start += n
         self._pump()
+
+
+def _rows(message: protocol.Result, items: int) -> Outputs:
+    """The reply's outputs, each with one row per item of the batch (else ValueError)."""
+    outputs = {name: protocol.from_wire(t) for name, t in message.outputs.items()}
+    for name, array in outputs.items():
+        rows = array.shape[0] if array.ndim else 0
+        if rows != items:
+            raise ValueError(
+                f"output '{name}' has {rows} row(s) (shape {list(array.shape)}) for a batch of "
+                f"{items} item(s)"
+            )
+    return outputs

@@ -11,7 +11,7 @@ import pytest
 from dlproxy import protocol
 from dlproxy.batching.batcher import Batcher, units_of
 from dlproxy.batching.policy import FixedBatching
-from dlproxy.errors import BadRequest, DeadlineExceeded, Overloaded
+from dlproxy.errors import BadRequest, DeadlineExceeded, ModelError, Overloaded
 from dlproxy.types import InferenceRequest
 
 
@@ -198,3 +198,68 @@ async def test_long_texts_fill_a_batch_by_their_size_not_their_count() -> None:
     assert b.inflight_units == 8
     for f in rest:
         f.cancel()
+
+
+# --- #16 item 1: only compatible requests share a batch; a batch that fails to build fails all
+
+
+def shaped(*rows: list[int], name: str = "x") -> InferenceRequest:
+    return InferenceRequest("m", {name: np.array(rows, dtype=np.int64)})
+
+
+async def test_requests_of_other_shapes_or_inputs_are_batched_apart_and_each_answered() -> None:
+    worker = HandWorker()
+    b = batcher(worker, depth=1)
+    first = b.submit(request(1), {})  # sent at once: the instance was idle
+    wide = b.submit(shaped([1, 2, 3]), {})  # [1, 3]: another non-batch shape than [1]
+    narrow = b.submit(request(4, 5), {})  # [2]: compatible with the first, not with wide
+    other = b.submit(shaped([7], name="z"), {})  # another input name
+    assert len(worker.sent) == 1
+    for index in range(4):  # answer every batch as it is sent
+        while len(worker.sent) <= index:
+            await asyncio.sleep(0)
+        inputs, _, future = worker.sent[index]
+        (name,) = inputs
+        future.set_result(
+            protocol.Result(index, {"y": protocol.to_wire(inputs[name] * 10)}, protocol.Load())
+        )
+        await asyncio.sleep(0)
+    assert (await first)["y"].tolist() == [10]
+    assert (await wide)["y"].tolist() == [[10, 20, 30]]
+    assert (await narrow)["y"].tolist() == [40, 50]
+    assert (await other)["y"].tolist() == [[70]]
+    assert [sorted(inputs) for inputs, _, _ in worker.sent] == [["x"], ["x"], ["x"], ["z"]]
+
+
+async def test_a_batch_that_cannot_be_built_fails_every_request_it_took() -> None:
+    def broken(inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> asyncio.Future[Any]:
+        raise ValueError("the channel could not encode this batch")
+
+    b = Batcher(broken, 100, FixedBatching(32, 0.002), 1)
+    futures = [b.submit(request(i), {}) for i in range(3)]
+    for future in futures:
+        with pytest.raises(Exception, match="could not encode"):
+            await asyncio.wait_for(future, 1)
+    assert b.statistics().inflight_requests == 0 and b.queued == 0
+
+
+async def test_a_reply_with_the_wrong_row_count_fails_the_batch_not_misaligns_it() -> None:
+    worker = HandWorker()
+    b = batcher(worker, depth=1)
+    head = b.submit(request(1), {})  # sent at once; the next three queue behind it
+    three = [b.submit(request(i), {}) for i in (2, 3, 4)]
+    worker.answer(0)
+    await head
+    inputs, _, future = worker.sent[1]
+    assert len(inputs["x"]) == 3
+    one_row = {"y": protocol.to_wire(np.array([1], np.int64))}
+    future.set_result(protocol.Result(1, one_row, protocol.Load()))  # 1 row for 3 items
+    for pending in three:
+        with pytest.raises(ModelError, match=r"1 row\(s\) .* for a batch of 3 item"):
+            await asyncio.wait_for(pending, 1)
+    scalar = b.submit(request(5), {})  # a 0-d output: no rows at all
+    worker.sent[2][2].set_result(
+        protocol.Result(2, {"y": protocol.to_wire(np.array(7, np.int64))}, protocol.Load())
+    )
+    with pytest.raises(ModelError, match="0 row"):
+        await asyncio.wait_for(scalar, 1)
