@@ -61,7 +61,7 @@ class _EmbeddingsRequest(msgspec.Struct):
     model: str
     input: str | list[Any]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    dimensions: Annotated[int, msgspec.Meta(gt=0, le=1 << 31)] | None = None
     user: str | None = None
 
 
@@ -297,6 +297,8 @@ def _object_array(items: list[bytes]) -> np.ndarray:
 def _requested_outputs(parsed: _KServeRequest) -> tuple[list[str] | None, dict[str, Any]]:
     """Requested output names (None: all) and request parameters with ``binary_outputs`` set."""
     parameters = dict(parsed.parameters)
+    for key, value in parameters.items():
+        check_encodable(value, key)
     default = parameters.get("binary_data_output", False)
     if type(default) is not bool:
         raise BadRequest(f"parameter binary_data_output must be true or false, got {default!r}")
@@ -499,6 +501,25 @@ def decode_texts(array: np.ndarray, name: str = "text") -> list[str]:
         except UnicodeDecodeError:
             raise BadRequest(f"input '{name}' item {index} is not valid UTF-8") from None
     return texts
+
+
+INT64 = (-(1 << 63), (1 << 63) - 1)
+MAX_NESTING = 32
+
+
+def check_encodable(value: Any, path: str, depth: int = 0) -> None:
+    """Refuse (400) a request parameter that decodes from JSON but could not travel to a worker
+    or into a cache key: an integer beyond 64 bits, nesting deeper than ``MAX_NESTING``."""
+    if depth > MAX_NESTING:
+        raise BadRequest(f"parameter '{path}' is nested more than {MAX_NESTING} levels deep")
+    if type(value) is int and not INT64[0] <= value <= INT64[1]:
+        raise BadRequest(f"parameter '{path}' is an integer beyond 64 bits; the limit is +-2**63")
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            check_encodable(item, f"{path}[{index}]", depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_encodable(item, f"{path}.{key}", depth + 1)
 
 
 def int_header(value: bytes | None, name: str) -> int | None:

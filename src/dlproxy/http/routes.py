@@ -45,6 +45,9 @@ _ids = itertools.count(1)
 _id_prefix = os.urandom(4).hex()
 
 
+MAX_TIMEOUT_MS = 86_400_000  # a deadline further away is no deadline, and would not fit a float
+
+
 def _new_id() -> str:
     return f"{_id_prefix}-{next(_ids):x}"
 
@@ -155,8 +158,11 @@ class InferenceApp:
             else self.default_timeout_ms
         )
         if timeout_ms is not None:
-            if timeout_ms <= 0:
-                raise BadRequest("X-Request-Timeout-Ms must be a positive number of milliseconds")
+            if not 0 < timeout_ms <= MAX_TIMEOUT_MS:
+                raise BadRequest(
+                    f"X-Request-Timeout-Ms must be a positive number of milliseconds, at most "
+                    f"{MAX_TIMEOUT_MS} (one day)"
+                )
             request.deadline = asyncio.get_running_loop().time() + timeout_ms / 1000
         return request
 

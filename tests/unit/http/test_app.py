@@ -137,3 +137,39 @@ async def test_binary_outputs_carry_the_header_length(served: Served) -> None:
     assert header["outputs"][0]["parameters"]["binary_data_size"] == 16
     values = np.frombuffer(response.content[length:], "<f4")
     assert values.tolist() == [6.0] * 4
+
+
+# --- #16 item 3: values that would not survive the trip to a worker are refused at decode
+
+
+@pytest.mark.parametrize(
+    ("parameters", "where"),
+    [
+        ({"seed": 2**70}, "parameter 'seed'"),
+        ({"ids": [1, -(2**64)]}, "parameter 'ids[1]'"),
+        ({"nested": {"deep": 10**30}}, "parameter 'nested.deep'"),
+    ],
+)
+async def test_an_integer_beyond_64_bits_is_a_400_naming_it(
+    served: Served, parameters: dict[str, Any], where: str
+) -> None:
+    payload = {**body(1), "parameters": parameters}
+    response = await served.client.post(INFER, content=_big_json(payload))
+    assert response.status_code == 400, response.text
+    assert where in response.json()["error"] and "64 bits" in response.json()["error"]
+    assert all(instance.batches == [] for instance in served.instances)  # never reached one
+
+
+@pytest.mark.parametrize("timeout", [str(10**400), str(10**20)])
+async def test_a_deadline_too_far_away_is_a_400(served: Served, timeout: str) -> None:
+    response = await served.client.post(
+        INFER, json=body(1), headers={"X-Request-Timeout-Ms": timeout}
+    )
+    assert response.status_code == 400 and "X-Request-Timeout-Ms" in response.json()["error"]
+
+
+def _big_json(payload: dict[str, Any]) -> bytes:
+    """JSON with integers of any size (orjson refuses to write them; the stdlib does not)."""
+    import json
+
+    return json.dumps(payload).encode()
