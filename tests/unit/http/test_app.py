@@ -160,10 +160,10 @@ async def test_an_integer_beyond_64_bits_is_a_400_naming_it(
     assert all(instance.batches == [] for instance in served.instances)  # never reached one
 
 
-@pytest.mark.parametrize("timeout", [str(10**400), str(10**20)])
-async def test_a_deadline_too_far_away_is_a_400(served: Served, timeout: str) -> None:
+@pytest.mark.parametrize("milliseconds", [str(10**400), str(10**20)])
+async def test_a_deadline_too_far_away_is_a_400(served: Served, milliseconds: str) -> None:
     response = await served.client.post(
-        INFER, json=body(1), headers={"X-Request-Timeout-Ms": timeout}
+        INFER, json=body(1), headers={"X-Request-Timeout-Ms": milliseconds}
     )
     assert response.status_code == 400 and "X-Request-Timeout-Ms" in response.json()["error"]
 
