@@ -240,7 +240,11 @@ class Gateway:
         for index, row in enumerate(rows):
             if row is not None:
                 continue
-            shared = self.coalescer.join(keys[index]) if self.coalescer is not None else None
+            shared = (
+                self.coalescer.join(keys[index], request.deadline)
+                if self.coalescer is not None
+                else None
+            )
             if shared is None:
                 mine.append(index)
             else:
@@ -268,8 +272,14 @@ class Gateway:
         indexes: list[int],
         keys: list[bytes],
     ) -> tuple[list[Row], str]:
-        """Compute some items of a request, publish them to waiters and store them in the cache."""
+        """Compute some items of a request, publish them to waiters and store them in the cache.
+        The computation's request is the caller's own unless others may join it with their own
+        deadlines (see ``Coalescer``)."""
         sub = request if len(indexes) == request.items else _select(request, indexes)
+        if self.coalescer is not None and sub.deadline is not None:
+            if sub is request:
+                sub = dataclasses.replace(request)  # its deadline may be extended by joiners
+            self.coalescer.computing([keys[index] for index in indexes], sub)
         try:
             outputs, instance = await self._compute(pool, sub, parameters)
         except BaseException as exc:

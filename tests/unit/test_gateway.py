@@ -139,3 +139,34 @@ async def test_close_drains_what_is_in_flight() -> None:
     await gateway.close()
     assert (await pending).outputs["embedding"][0, 0] == 18.0
     assert instances[0].state == "stopped"
+
+
+async def test_a_coalesced_waiter_keeps_its_own_deadline_not_the_leaders() -> None:
+    """#16 item 4: a leader with a 10 ms deadline must not fail the identical item of a client
+    that waits without one (the computation lives while anyone wants it)."""
+    gateway, _ = await fake_gateway(count=1, delay=0.1, instance={"depth": 1})
+    loop = asyncio.get_running_loop()
+    busy = asyncio.ensure_future(gateway.infer(request(9)))  # holds the only instance for 0.1 s
+    await asyncio.sleep(0)
+    leader = asyncio.ensure_future(gateway.infer(request(1, deadline=loop.time() + 0.01)))
+    await asyncio.sleep(0)
+    waiter = asyncio.ensure_future(gateway.infer(request(1)))
+    with pytest.raises(DeadlineExceeded):
+        await leader
+    answer = await asyncio.wait_for(waiter, 2)
+    assert answer.outputs["embedding"][0, 0] == 2.0 and answer.cache == "coalesced"
+    await busy
+    await gateway.close()
+
+
+async def test_a_computation_nobody_waits_for_any_more_is_not_sent() -> None:
+    gateway, instances = await fake_gateway(count=1, delay=0.1, instance={"depth": 1})
+    loop = asyncio.get_running_loop()
+    busy = asyncio.ensure_future(gateway.infer(request(9)))
+    await asyncio.sleep(0)
+    with pytest.raises(DeadlineExceeded):
+        await gateway.infer(request(1, deadline=loop.time() + 0.01))
+    await busy
+    await asyncio.sleep(0.15)
+    assert instances[0].batches == [1]  # only the busy request's batch: the expired one was dropped
+    await gateway.close()
