@@ -122,7 +122,19 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        time.sleep(6)  # several scrapes of traffic: rates over [1m] need two samples
+        # Several scrapes of traffic (rates over [1m] need two samples); a loaded machine may
+        # delay the first scrapes, so wait for them rather than for a fixed time.
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if query(url, "count_over_time(up[1m]) >= 4") and query(
+                    url, "rate(dlproxy_request_duration_seconds_count[1m]) > 0"
+                ):
+                    break
+            except (httpx.HTTPError, AssertionError):
+                pass
+            time.sleep(0.5)
+        time.sleep(2)
         yield url
     finally:
         stop.set()
