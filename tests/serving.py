@@ -54,3 +54,14 @@ class Server:
         if self._log is not subprocess.DEVNULL:
             self._log.close()  # type: ignore[union-attr]
         return int(self.process.returncode)
+
+
+def metric_samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``GET url`` (a /metrics page) as {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(httpx.get(url, timeout=10).text)
+        for sample in family.samples
+    }

@@ -384,7 +384,7 @@ def _is_name(name: str) -> bool:
 
 def _size(pools: list[InstancePool]) -> int:
     """Bytes the pools' workers hold, as they last reported."""
-    return sum(i.load.rss_bytes for pool in pools for i in pool.instances)
+    return sum(pool.rss_bytes for pool in pools)
 
 
 def _signature(folder: Path) -> tuple[object, ...]:

@@ -222,7 +222,7 @@ def _lifecycle_families(g: Gateway) -> Iterator[Metric]:
         labels=["model", "version"],
     )
     for pool in g.all_pools():
-        memory.add_metric([pool.name, pool.version], _memory(pool))
+        memory.add_metric([pool.name, pool.version], pool.rss_bytes)
     yield memory
     if g.memory_budget is not None:
         budget = GaugeMetricFamily(
@@ -236,10 +236,6 @@ def _lifecycle_families(g: Gateway) -> Iterator[Metric]:
         ["model"],
         {(model,): h for model, h in g.load_waits.items()},
     )
-
-
-def _memory(pool: InstancePool) -> int:
-    return sum(i.load.rss_bytes for i in pool.instances)
 
 
 def _traffic_families(g: Gateway) -> Iterator[Metric]:
@@ -376,7 +372,7 @@ def stats(gateway: Gateway, requests: RequestMetrics) -> dict[str, Any]:
         },
         "lifecycle": {
             "memory_budget_bytes": gateway.memory_budget,
-            "memory_bytes": sum(_memory(pool) for pool in gateway.all_pools()),
+            "memory_bytes": sum(pool.rss_bytes for pool in gateway.all_pools()),
             "events": {"/".join(key): n for key, n in gateway.model_events.items()},
             "load_waits": {
                 model: {
@@ -409,7 +405,7 @@ def _pool_stats(pool: InstancePool, requests: RequestMetrics) -> dict[str, Any]:
         "queue_depth": sum(x.queued_requests for x in s),
         "inflight": sum(x.inflight_requests for x in s),
         "instances": Counter(i.state for i in pool.instances),
-        "memory_bytes": _memory(pool),
+        "memory_bytes": pool.rss_bytes,
         "items": sum(x.items for x in s) + sum(pool.items_by_instance.values()),
         "latency_histogram": {"bounds": list(total.bounds), "counts": list(total.counts)},
         "batch_size_histogram": {"bounds": list(batch.bounds), "counts": list(batch.counts)},

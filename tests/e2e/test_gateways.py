@@ -17,7 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from servers import redis_server
-from serving import Server
+from serving import Server, metric_samples
 
 pytestmark = pytest.mark.slow
 
@@ -112,8 +112,6 @@ def test_gateways_share_results_through_redis(tmp_path: Path) -> None:
 
 
 def test_one_scrape_of_the_admin_port_sums_every_gateway(tmp_path: Path) -> None:
-    from prometheus_client.parser import text_string_to_metric_families
-
     from dlproxy.console import free_port
 
     admin = free_port()
@@ -132,12 +130,7 @@ def test_one_scrape_of_the_admin_port_sums_every_gateway(tmp_path: Path) -> None
         deadline = time.monotonic() + 20
         total = 0.0
         while time.monotonic() < deadline:
-            text = httpx.get(f"http://127.0.0.1:{admin}/metrics", timeout=10).text
-            found = {
-                (s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(text)
-                for s in family.samples
-            }
+            found = metric_samples(f"http://127.0.0.1:{admin}/metrics")
             total = sum(
                 value
                 for (name, labels), value in found.items()

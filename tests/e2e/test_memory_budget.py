@@ -13,9 +13,8 @@ import httpx
 import psutil
 import pytest
 import tritonclient.http as triton
-from prometheus_client.parser import text_string_to_metric_families
 
-from serving import Server
+from serving import Server, metric_samples
 
 MEASURE = """
 import psutil
@@ -93,13 +92,7 @@ def test_models_load_on_demand_and_the_least_recently_used_makes_room(
     assert figures["events"]["b/unload/evicted"] == 1
     assert figures["events"]["c/load/request"] == 1
     assert figures["load_waits"]["c"]["requests"] == 1
-    samples = {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(
-            httpx.get(f"{server.url}/metrics", timeout=10).text
-        )
-        for sample in family.samples
-    }
+    samples = metric_samples(f"{server.url}/metrics")
     assert samples["dlproxy_model_unloads_total", (("model", "b"), ("reason", "evicted"))] == 1
     assert samples["dlproxy_model_loads_total", (("model", "c"), ("reason", "request"))] == 1
     assert samples["dlproxy_memory_budget_bytes", ()] == budget

@@ -12,10 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 import tritonclient.http as triton
-from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from serving import Server
+from serving import Server, metric_samples
 
 
 def version(root: Path, name: str, number: str, model: str = "echo") -> Path:
@@ -207,14 +206,7 @@ def test_a_canary_split_and_a_shadow_apply_on_load_and_unchanged_versions_keep_r
         threading.Event().wait(0.05)
     assert shadow["compared"] == 40 and shadow["errors"] == 0
     assert shadow["similarity_min"] == 1.0  # echo: the same answer on every version
-    samples = {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(
-            httpx.get(f"{server.url}/metrics", timeout=10).text
-        )
-        for sample in family.samples
-        if sample.labels.get("model") == "canary"
-    }
+    samples = metric_samples(f"{server.url}/metrics")
     shadow_key = (("model", "canary"), ("result", "compared"), ("version", "3"))
     assert samples["dlproxy_shadow_requests_total", shadow_key] == 40
     assert samples["dlproxy_traffic_weight", (("model", "canary"), ("version", "2"))] == 0.5

@@ -59,6 +59,11 @@ class InstancePool:
                 return instance.spec
         return None
 
+    @property
+    def rss_bytes(self) -> int:
+        """Resident memory of the pool's workers, as they last reported."""
+        return sum(i.load.rss_bytes for i in self.instances)
+
     def by_id(self, instance_id: str) -> Instance:
         for instance in self.instances:
             if instance.id == instance_id:

@@ -180,7 +180,9 @@ def _options(folder: Path, reference: str) -> str:
         return ""
     if not isinstance(options, dict):
         raise ValueError(f'{folder / "model.json"}: "options" must be an object')
-    if ":" not in reference or reference.split(":")[0] in ("minilm", "digits", "echo"):
+    from dlproxy.models.registry import BUILTIN
+
+    if ":" not in reference or reference.split(":")[0] in BUILTIN:
         raise ValueError(
             f'{folder / "model.json"}: "options" are for Python models (module:Class), '
             f"not {reference}"
