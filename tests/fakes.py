@@ -2,8 +2,10 @@
 
 ``FakeInstance`` is a real ``BatchedInstance`` (the real Batcher, queue and admission) whose
 channel is a coroutine on the test's event loop instead of a worker process: it computes
-``embedding = x * factor`` (FP32 [n, d], factor 2 unless told) after ``delay`` seconds, or fails the batch as a dead instance
-would. Tests steer it through its attributes and read what it computed in ``batches``.
+``embedding = x * factor`` (FP32 [n, d], factor 2 unless told) after ``delay`` seconds, or fails
+the batch as a dead instance would (``failing``: every batch, before it is computed; ``poison``:
+a batch holding that value, as a worker it killed), or never answers (``hang``). Tests steer it
+through its attributes and read what it computed in ``batches``.
 """
 
 from __future__ import annotations
@@ -54,9 +56,13 @@ class FakeInstance(BatchedInstance):
         self.state = "starting"
         self.delay = delay
         self.failing = False
+        self.poison: float | None = None  # a batch holding a row of this value kills the instance
+        self.hang = False  # batches are never answered (a stopped worker), until the deadline
         self.start_delay = 0.0  # s its model takes to load
         self.start_error: Exception | None = None  # raised by start, as a model failing to load
         self.batches: list[int] = []  # the size of every batch computed, in order
+        self.killed_by: list[int] = []  # the size of every batch the poison row failed
+        self.parameters: list[dict[str, Any]] = []  # the parameters of every batch sent
         self.load = protocol.Load()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -81,6 +87,7 @@ class FakeInstance(BatchedInstance):
         future: asyncio.Future[protocol.Result | protocol.Failure] = (
             asyncio.get_running_loop().create_future()
         )
+        self.parameters.append(parameters)
         task = asyncio.create_task(self._compute(inputs, future))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -96,6 +103,12 @@ class FakeInstance(BatchedInstance):
             future.set_exception(InstanceFailed(f"instance {self.id} died"))
             return
         x = inputs["x"]
+        if self.poison is not None and (x == self.poison).any():
+            self.killed_by.append(len(x))
+            future.set_exception(InstanceFailed(f"instance {self.id} died", held=True))
+            return
+        if self.hang:
+            await asyncio.Event().wait()
         self.batches.append(len(x))
         outputs = {"embedding": protocol.to_wire(np.asarray(x, np.float32) * self.factor)}
         future.set_result(protocol.Result(0, outputs, self.load))

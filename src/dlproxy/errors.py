@@ -44,7 +44,17 @@ class DeadlineExceeded(DlproxyError):
 
 
 class InstanceFailed(DlproxyError):
-    """The instance died or stopped answering while it held the request (retried elsewhere)."""
+    """The instance failed the request: it died or stopped answering while it held the request's
+    batch (``held``), or it could not take the request (retried elsewhere either way)."""
+
+    def __init__(self, message: str = "", *, held: bool = False) -> None:
+        super().__init__(message)
+        self.held = held
+
+
+class QueryOfDeath(DlproxyError):
+    """The request was in the batch of an instance that died or hung, and again when retried
+    alone: it is not retried again (it may be what stops the instances)."""
 
 
 class ModelError(DlproxyError):

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import math
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from dlproxy.batching.batcher import units_of
 from dlproxy.caching.coalesce import Coalescer
 from dlproxy.caching.keys import item_keys
 from dlproxy.caching.tiered import TieredCache
@@ -30,13 +33,26 @@ from dlproxy.errors import (
     ModelNotFound,
     Overloaded,
     PayloadTooLarge,
+    QueryOfDeath,
 )
 from dlproxy.histogram import LATENCY_BUCKETS, Histogram
 from dlproxy.instances.base import Instance
 from dlproxy.instances.health import RetryBudget
 from dlproxy.instances.pool import InstancePool
 from dlproxy.traffic import ShadowStats, Split, similarity
-from dlproxy.types import DTYPES, InferenceRequest, InferenceResponse, ModelSpec, datatype_of
+from dlproxy.types import (
+    InferenceRequest,
+    InferenceResponse,
+    ModelSpec,
+    TensorSpec,
+    datatype_name,
+    mismatch,
+)
+
+log = logging.getLogger("dlproxy.gateway")
+
+TEXTS_PER_ITEM = 16
+"""Most text (BYTES) elements per item a request may hold: each costs a Python step to read."""
 
 # Request parameters that steer the transport, not the model: never sent to a worker.
 TRANSPORT_PARAMETERS = frozenset(
@@ -62,6 +78,9 @@ class Limits:
     max_items: int = 256
     max_text_bytes: int = 65536
     max_attempts: int = 3
+    max_request_units: int = 4096
+    """Batch units one request may take (``batching.units_of``: items, or a model's windows of
+    text): bounds how long one request can hold an instance."""
 
 
 class Gateway:
@@ -166,6 +185,33 @@ class Gateway:
                     return versions[chosen]
         return self.pool(request.model, request.version)
 
+    def check_input(
+        self, model: str, name: str, datatype: str, shape: list[int], version: str = ""
+    ) -> None:
+        """Refuse an input before its data is read, since decoding a huge one is what stalls
+        the event loop: the item and text-element limits, and the model's declared inputs when
+        it is loaded (an unknown model is answered later, or loaded on demand); what is left
+        (input names) is ``validate``'s."""
+        items = shape[0] if shape else 0
+        if items > self.limits.max_items:
+            raise PayloadTooLarge(
+                f"the request has {items} items; the limit is {self.limits.max_items} per request"
+            )
+        versions = self.versions.get(model)
+        pool = versions.get(version) if version and versions else self.pools.get(model)
+        spec = pool.spec if pool is not None else None
+        tensor = next((t for t in spec.inputs if t.name == name), None) if spec else None
+        if tensor is not None:  # other names are answered once decoded (missing, unexpected)
+            _check_input(name, datatype, shape, tensor)
+        if datatype == "BYTES":
+            elements = math.prod(shape)
+            bound = self.limits.max_items * TEXTS_PER_ITEM
+            if elements > bound:
+                raise PayloadTooLarge(
+                    f"input '{name}' has {elements} text elements; the limit is {bound} per "
+                    f"request ({TEXTS_PER_ITEM} per item)"
+                )
+
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         """The whole pipeline for one request, then its shadow copy when its model has one;
         with models loaded on demand, the model's load first, if it is not served yet."""
@@ -197,21 +243,20 @@ class Gateway:
         if spec is None:
             raise Overloaded(f"model '{request.model}' is still loading", retry_after=5.0)
         validate(request, spec, self.limits)
-        parameters = model_parameters(request)
-        if (self.cache is None or not pool.cached) and self.coalescer is None:
-            outputs, instance = await self._compute(pool, request, parameters)
-            response = InferenceResponse(request.model, spec.version, request.id, outputs, instance)
-        else:
-            try:
-                if request.deadline is None:
-                    response = await self._infer_items(pool, spec, request, parameters)
+        parameters = model_parameters(request, spec)
+        try:
+            async with asyncio.timeout_at(request.deadline):  # None: no deadline
+                if (self.cache is None or not pool.cached) and self.coalescer is None:
+                    outputs, instance = await self._compute(pool, request, parameters)
+                    response = InferenceResponse(
+                        request.model, spec.version, request.id, outputs, instance
+                    )
                 else:
-                    async with asyncio.timeout_at(request.deadline):
-                        response = await self._infer_items(pool, spec, request, parameters)
-            except TimeoutError:
-                raise DeadlineExceeded(
-                    "the request's deadline passed before the model answered"
-                ) from None
+                    response = await self._infer_items(pool, spec, request, parameters)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                "the request's deadline passed before the model answered"
+            ) from None
         if self.splits and not request.version:
             split = self.splits.get(request.model)
             if split is not None and split.mirrors(pool.version):
@@ -233,7 +278,8 @@ class Gateway:
         rows: list[Row | None] = [None] * len(keys)
         levels: list[str] = ["miss"] * len(keys)
         if self.cache is not None and pool.cached:
-            for index, (row, level) in enumerate(await self.cache.get_many(keys)):
+            found = await self.cache.get_many(keys, lambda row: row_fits(row, spec))
+            for index, (row, level) in enumerate(found):
                 rows[index], levels[index] = row, level
         waits: dict[int, asyncio.Future[Row]] = {}
         mine: list[int] = []
@@ -303,7 +349,12 @@ class Gateway:
     async def _compute(
         self, pool: InstancePool, request: InferenceRequest, parameters: dict[str, Any]
     ) -> tuple[dict[str, np.ndarray], str]:
-        """Send to an instance the scheduler picks; on instance death retry on another one."""
+        """Send to an instance the scheduler picks; on instance failure retry on another one.
+
+        A request whose batch was held by an instance that died or hung is retried alone (in a
+        batch of its own); failing alone as well, it is taken for a query of death and not
+        retried again, so it cannot take down every instance, and its batch-mates, retried
+        alone too, are served."""
         tried: set[str] = set()
         self.retry_budget.deposit()
         for attempt in range(self.limits.max_attempts):
@@ -313,9 +364,17 @@ class Gateway:
                 if self.hedge_after is None:
                     return await instance.submit(request, parameters), instance.id
                 return await self._hedged(pool, instance, request, parameters, tried)
-            except InstanceFailed:
+            except InstanceFailed as exc:
+                if exc.held and request.alone:
+                    log.warning("request %s to %s failed alone: not retried", request.id, pool.name)
+                    raise QueryOfDeath(
+                        f"model '{request.model}': the instance computing this request died or "
+                        "hung, and again when it was retried alone; it is not retried again "
+                        "(it may be what stops the instances)"
+                    ) from None
                 if attempt + 1 == self.limits.max_attempts or not self.retry_budget.allow():
                     raise
+                request.alone = request.alone or exc.held
                 self.retries[request.model, "instance_failed"] += 1
         raise AssertionError("unreachable")
 
@@ -381,7 +440,7 @@ class Gateway:
             assert pool.spec is not None  # checked by _mirror
             validate(request, pool.spec, self.limits)
             instance = pool.choose(request)
-            outputs = await instance.submit(request, model_parameters(request))
+            outputs = await instance.submit(request, model_parameters(request, pool.spec))
         except Overloaded:
             stats.dropped += 1
             return
@@ -443,9 +502,14 @@ def _stack(rows: list[Row]) -> dict[str, np.ndarray]:
     return {name: np.concatenate([row[name] for row in rows]) for name in rows[0]}
 
 
-def model_parameters(request: InferenceRequest) -> dict[str, object]:
+def model_parameters(request: InferenceRequest, spec: ModelSpec) -> dict[str, object]:
+    """The request parameters that reach the model (and its cache keys): those it declares it
+    reads, or, when it declares none (``ModelSpec.parameters`` is None), all but the transport's.
+    Others are ignored: they must not split batches or cache entries for nothing."""
     if not request.parameters:
         return {}
+    if spec.parameters is not None:
+        return {k: v for k, v in request.parameters.items() if k in spec.parameters}
     return {k: v for k, v in request.parameters.items() if k not in TRANSPORT_PARAMETERS}
 
 
@@ -476,19 +540,41 @@ def validate(request: InferenceRequest, spec: ModelSpec, limits: Limits) -> None
         )
     for name, tensor in expected.items():
         array = request.inputs[name]
-        if array.dtype != DTYPES[tensor.datatype]:
-            raise BadRequest(
-                f"input '{name}' must be {tensor.datatype}, got {_datatype_name(array)}"
-            )
-        if len(array.shape) != len(tensor.shape) or any(
-            want not in (-1, got)
-            for want, got in zip(tensor.shape[1:], array.shape[1:], strict=False)
-        ):
-            raise BadRequest(
-                f"input '{name}' has shape {list(array.shape)}; the model takes {list(tensor.shape)}"
-            )
+        _check_input(name, datatype_name(array), array.shape, tensor)
         if tensor.datatype == "BYTES":
             _check_texts(name, array, limits.max_text_bytes)
+    units = units_of(request, spec.unit_bytes)
+    if units > limits.max_request_units:
+        per = f" (one per {spec.unit_bytes} bytes of text)" if spec.unit_bytes else ""
+        raise PayloadTooLarge(
+            f"the request is {units} units of work{per}; the limit is "
+            f"{limits.max_request_units} per request (--max-request-units)"
+        )
+
+
+def row_fits(row: dict[str, np.ndarray], spec: ModelSpec) -> bool:
+    """Whether a cached row could be this model's answer for one item: one row per output and,
+    where the model declares its outputs, only those, of their datatypes and shapes."""
+    declared = {t.name: t for t in spec.outputs}
+    for name, array in row.items():
+        if array.ndim == 0 or array.shape[0] != 1:
+            return False
+        if declared:
+            tensor = declared.get(name)
+            if tensor is None or mismatch(datatype_name(array), array.shape, tensor):
+                return False
+    return bool(row)
+
+
+def _check_input(name: str, datatype: str, shape: Sequence[int], tensor: TensorSpec) -> None:
+    """BadRequest unless the input is of the datatype and shape its model declares."""
+    part = mismatch(datatype, shape, tensor)
+    if part == "datatype":
+        raise BadRequest(f"input '{name}' must be {tensor.datatype}, got {datatype}")
+    if part == "shape":
+        raise BadRequest(
+            f"input '{name}' has shape {list(shape)}; the model takes {list(tensor.shape)}"
+        )
 
 
 def _check_texts(name: str, array: np.ndarray, max_bytes: int) -> None:
@@ -503,10 +589,3 @@ def _check_texts(name: str, array: np.ndarray, max_bytes: int) -> None:
             item.decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest(f"input '{name}' item {index} is not valid UTF-8 text") from None
-
-
-def _datatype_name(array: np.ndarray) -> str:
-    try:
-        return datatype_of(array)
-    except KeyError:
-        return str(array.dtype)

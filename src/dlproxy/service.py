@@ -45,7 +45,11 @@ class Service:
             raise
         self.gateway = Gateway(
             self.pools,
-            Limits(settings.max_items, settings.max_text_bytes),
+            Limits(
+                settings.max_items,
+                settings.max_text_bytes,
+                max_request_units=settings.max_request_units,
+            ),
             build_cache(settings),
             settings.coalesce,
             hedge_after=settings.hedge_ms / 1000 if settings.hedge_ms else None,
@@ -69,6 +73,7 @@ class Service:
             self.gateway,
             settings.max_body_bytes,
             settings.request_timeout_ms,
+            max_timeout_ms=settings.max_request_timeout_ms,
             limiter=limiter,
             access_log=settings.access_log,
             metrics=RequestMetrics() if settings.metrics else MetricsOff(),

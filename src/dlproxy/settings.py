@@ -91,8 +91,12 @@ class Settings(BaseSettings):
     """Longest text item, in bytes."""
     max_body_bytes: int = 16 * 1024 * 1024
     """Largest request body (413 beyond)."""
+    max_request_units: int = 4096
+    """Most batch units one request may take (413 beyond): its items, or for a model that counts text by size, one per window (minilm: 1 KiB); bounds how long one request holds an instance."""
     request_timeout_ms: float | None = None
     """Default deadline when a request sends no X-Request-Timeout-Ms (none: wait as long as it takes)."""
+    max_request_timeout_ms: float = 600_000
+    """Longest deadline a client may ask for with X-Request-Timeout-Ms; a longer one is cut to this."""
     cache: str = "none"
     """Result cache policy for the in-process level: none, lru, lfu, fifo, two_level, tinylfu."""
     cache_size: int = 100_000
@@ -210,6 +214,20 @@ class Settings(BaseSettings):
                     raise ValueError(f"a scaling option is KEY=NUMBER, got {item!r}")
                 table[key.strip()] = number.strip()
             return table
+        return value
+
+    @field_validator("max_items", "max_text_bytes", "max_body_bytes", "max_request_units")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+    @field_validator("max_request_timeout_ms")
+    @classmethod
+    def _positive_ms(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError(f"must be a positive number of milliseconds, got {value}")
         return value
 
     @field_validator("policy")

@@ -7,6 +7,7 @@ Tensors are numpy arrays whose first dimension is the item (batch) axis. A ``BYT
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,14 @@ def datatype_of(array: np.ndarray) -> str:
     return DATATYPES[str(array.dtype)]
 
 
+def datatype_name(array: np.ndarray) -> str:
+    """The KServe datatype name of an array, or numpy's name of a dtype KServe has not."""
+    try:
+        return datatype_of(array)
+    except KeyError:
+        return str(array.dtype)
+
+
 @dataclass(frozen=True, slots=True)
 class TensorSpec:
     """One input or output of a model; ``shape`` starts with -1, the item axis."""
@@ -47,6 +56,18 @@ class TensorSpec:
     name: str
     datatype: str
     shape: tuple[int, ...]
+
+
+def mismatch(datatype: str, shape: Sequence[int], tensor: TensorSpec) -> str:
+    """Which part of a tensor of ``datatype`` and ``shape`` differs from what ``tensor`` declares:
+    "datatype", "shape" (rank, or a fixed dimension; -1 is free), or "" when it conforms."""
+    if datatype != tensor.datatype:
+        return "datatype"
+    if len(shape) != len(tensor.shape) or any(
+        want not in (-1, got) for want, got in zip(tensor.shape[1:], shape[1:], strict=False)
+    ):
+        return "shape"
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +89,10 @@ class ModelSpec:
     quantization) and run, or a digest of a model file's content. Part of every cache key, so a
     shared cache filled by another recipe of the "same" model is never read as this one."""
 
+    parameters: tuple[str, ...] | None = None
+    """The request parameters the model reads (``truncate``, ...); others never reach it, nor
+    its cache keys, nor split its batches. None: it does not say, so it gets them all."""
+
     @property
     def fingerprint(self) -> str:
         """Everything that identifies this model's results: what cache keys are built from."""
@@ -87,6 +112,9 @@ class InferenceRequest:
     session_key: str | None = None
     deadline: float | None = None
     version: str = ""  # a version of the model (the versioned routes); "" is its default
+    alone: bool = False
+    """Batched with no other request: set on a retry after the instance holding its batch died
+    or hung, so that a request that kills instances shows itself by failing alone."""
     _digest: bytes | None = None
 
     def digest(self) -> bytes:

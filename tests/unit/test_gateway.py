@@ -7,15 +7,26 @@ with the real pool, scheduler, batcher and caches; only the worker is replaced.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import numpy as np
 import pytest
 
 from dlproxy.caching.base import MemoryCache
 from dlproxy.caching.tiered import TieredCache
+from dlproxy.caching.wire import SharedCache, encode_row
 from dlproxy.clock import ManualClock
-from dlproxy.errors import BadRequest, DeadlineExceeded, InstanceFailed, ModelNotFound
+from dlproxy.errors import (
+    BadRequest,
+    DeadlineExceeded,
+    InstanceFailed,
+    ModelNotFound,
+    PayloadTooLarge,
+    QueryOfDeath,
+)
+from dlproxy.gateway import Limits, validate
 from dlproxy.instances.health import RetryBudget
+from dlproxy.types import InferenceRequest, ModelSpec, TensorSpec
 from fakes import fake_gateway, request
 
 
@@ -169,4 +180,117 @@ async def test_a_computation_nobody_waits_for_any_more_is_not_sent() -> None:
     await busy
     await asyncio.sleep(0.15)
     assert instances[0].batches == [1]  # only the busy request's batch: the expired one was dropped
+    await gateway.close()
+
+
+async def test_a_query_of_death_is_not_retried_and_its_batch_mates_are_served() -> None:
+    gateway, instances = await fake_gateway(
+        count=3, coalesce=False, instance={"depth": 1, "max_batch": 8}
+    )
+    for instance in instances:
+        instance.poison = 666.0
+    busy = [instance.submit(request(-1.0), {}) for instance in instances]  # queue behind these
+    answers = asyncio.gather(
+        *(gateway.infer(request(v)) for v in (1.0, 666.0, 2.0, 3.0, 4.0, 5.0)),
+        return_exceptions=True,
+    )
+    await asyncio.gather(*busy)
+    results = await answers
+    poison = results[1]
+    assert isinstance(poison, QueryOfDeath)
+    assert "retried alone" in str(poison) and "model 'fake'" in str(poison)
+    for value, result in zip((1.0, 2.0, 3.0, 4.0, 5.0), results[:1] + results[2:], strict=True):
+        assert not isinstance(result, BaseException), result
+        assert result.outputs["embedding"][0, 0] == 2 * value
+    kills = [size for instance in instances for size in instance.killed_by]
+    assert len(kills) == 2 and 1 in kills  # its first batch, then alone: two instances, not three
+    await gateway.close()
+
+
+async def test_a_lone_failure_is_still_retried_once_elsewhere() -> None:
+    gateway, instances = await fake_gateway(count=2, coalesce=False)
+    instances[0].poison = 1.0  # only this one dies of it: a worker lost for its own reasons
+    response = await gateway.infer(request(1.0))
+    assert response.instance == instances[1].id
+    await gateway.close()
+
+
+async def test_the_deadline_holds_behind_a_hung_instance_without_cache_or_coalescing() -> None:
+    gateway, instances = await fake_gateway(count=1, coalesce=False)
+    instances[0].hang = True
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(DeadlineExceeded):
+        await gateway.infer(request(1, deadline=started + 0.05))
+    assert loop.time() - started < 0.5
+    await gateway.close(drain_seconds=0.1)
+
+
+async def test_parameters_the_model_does_not_read_neither_split_batches_nor_reach_it() -> None:
+    gateway, instances = await fake_gateway(
+        count=1, cache=lru(), coalesce=False, instance={"depth": 1, "max_batch": 8}
+    )
+    (instance,) = instances
+    assert instance.spec is not None
+    instance.spec = dataclasses.replace(instance.spec, parameters=("scale",))
+    busy = instance.submit(request(-1.0), {})
+    nonces = []
+    for n in range(4):
+        r = request(float(n))
+        r.parameters = {"nonce": n}
+        nonces.append(asyncio.ensure_future(gateway.infer(r)))
+    await asyncio.sleep(0)  # all four queue behind the busy batch
+    await busy
+    await asyncio.gather(*nonces)
+    assert instance.batches[1:] == [4]  # one batch: the nonces did not split it
+    assert instance.parameters[1:] == [{}]  # and never reached the model
+    again = request(2.0)
+    again.parameters = {"nonce": 99}
+    assert (await gateway.infer(again)).cache == "l1"  # nor the cache key
+    await gateway.close()
+
+
+def test_a_request_over_the_work_bound_is_refused_naming_the_limit() -> None:
+    spec = ModelSpec(
+        "texts", "1", "test", (TensorSpec("text", "BYTES", (-1,)),), (), 0, unit_bytes=1024
+    )
+    texts = np.empty(2, dtype=object)
+    texts[:] = [b"a" * 5000, b"b" * 5000]  # 5 units each
+    long = InferenceRequest("texts", {"text": texts})
+    with pytest.raises(
+        PayloadTooLarge, match=r"10 units of work .* limit is 8 .*--max-request-units"
+    ):
+        validate(long, spec, Limits(max_request_units=8))
+    validate(long, spec, Limits(max_request_units=10))  # at the bound: admitted
+
+
+class DictLevel(SharedCache):
+    """A shared level in a dict: what another gateway (another model file) may have written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[bytes, bytes] = {}
+
+    async def _fetch(self, keys: list[bytes]) -> list[bytes | None]:
+        return [self.values.get(key) for key in keys]
+
+    async def _store(self, items: list[tuple[bytes, bytes]]) -> None:
+        self.values.update(items)
+
+    async def _remove(self, key: bytes) -> None:
+        self.values.pop(key, None)
+
+    async def _disconnect(self) -> None:
+        pass
+
+
+async def test_a_shared_row_that_does_not_fit_the_model_is_a_miss_not_an_answer() -> None:
+    level = DictLevel()
+    gateway, _ = await fake_gateway(count=1, cache=TieredCache(None, level), coalesce=False)
+    assert (await gateway.infer(request(1.0))).cache == "miss"
+    (key,) = level.values
+    level.values[key] = encode_row({"embedding": np.zeros((1, 3), np.float32)})  # 3 wide, not 4
+    again = await gateway.infer(request(1.0))
+    assert again.cache == "miss" and again.outputs["embedding"].tolist() == [[2.0] * 4]
+    assert (await gateway.infer(request(1.0))).cache == "l2"  # the recomputed row replaced it
     await gateway.close()

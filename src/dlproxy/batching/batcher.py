@@ -32,7 +32,7 @@ from dlproxy.errors import (
     Overloaded,
 )
 from dlproxy.histogram import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
-from dlproxy.types import InferenceRequest, ModelSpec
+from dlproxy.types import InferenceRequest, ModelSpec, datatype_name, mismatch
 
 Outputs = dict[str, np.ndarray]
 SendBatch = Callable[
@@ -98,6 +98,8 @@ class Batcher:
     """Admission control: refuse a request whose estimated wait in the queue is longer (s)."""
     unit_bytes: int = 0
     """Set from the model's spec once it is loaded: see ``units_of``."""
+    spec: ModelSpec | None = None
+    """The model's, once it is loaded: every reply is checked against its declared outputs."""
 
     def __post_init__(self) -> None:
         if self.max_queue_items < 1:
@@ -161,14 +163,15 @@ class Batcher:
     def adopt(self, spec: ModelSpec) -> None:
         """The model is known: count its texts in its units and never exceed its batch bound."""
         self.unit_bytes = spec.unit_bytes
+        self.spec = spec
         if spec.max_batch_size > 0:
             self.policy.cap(spec.max_batch_size)
 
     def hold_limit(self, hang_timeout: float) -> float:
         """Seconds the oldest batch may be held before its instance counts as hung: the timeout,
-        longer in proportion when the batches held are bigger than a full one (one request of
-        many long texts cannot be split)."""
-        return hang_timeout * max(1.0, self._inflight_units / max(1, self.policy.max_batch))
+        plus four times what the work held is measured to take (one request of many long texts
+        cannot be split, but its size is bounded per request, so the limit stays meaningful)."""
+        return hang_timeout + 4 * self._inflight_units * self._seconds_per_unit
 
     def statistics(self) -> BatcherStatistics:
         return BatcherStatistics(
@@ -213,7 +216,8 @@ class Batcher:
     def _take(self) -> list[Pending]:
         """The next batch: the oldest request and, in order, the queued ones it can share a batch
         with (same parameters, same input names, dtypes and non-batch shapes), up to max_batch
-        units; the others keep their places. Deadlines are checked on the way."""
+        units; the others keep their places. A request marked ``alone`` is a batch by itself.
+        Deadlines are checked on the way."""
         now = self._loop.time()
         taken: list[Pending] = []
         kept: deque[Pending] = deque()
@@ -224,6 +228,7 @@ class Batcher:
                 size + head.units > self.policy.max_batch
                 or head.signature != taken[0].signature
                 or head.parameters != taken[0].parameters
+                or head.request.alone
             ):
                 kept.append(head)
                 if (
@@ -242,6 +247,8 @@ class Batcher:
                 continue
             taken.append(head)
             size += head.units
+            if head.request.alone:  # a suspect since its last batch failed: batched with nobody
+                break
         kept.extend(self._queue)
         self._queue = kept
         return taken
@@ -319,9 +326,10 @@ class Batcher:
                     pending.future.set_exception(error)
         else:
             try:
-                outputs = _rows(message, items)
+                outputs = _rows(message, items, self.spec)
             except Exception as exc:  # a reply that does not fit the batch answers nobody right
-                error = ModelError(f"the model's reply does not fit its batch: {exc}")
+                model = f"model '{self.spec.name}'" if self.spec is not None else "the model"
+                error = ModelError(f"{model} sent a reply that does not fit its batch: {exc}")
                 for pending in batch:
                     if not pending.future.done():
                         pending.future.set_exception(error)
@@ -338,14 +346,27 @@ class Batcher:
         self._pump()
 
 
-def _rows(message: protocol.Result, items: int) -> Outputs:
-    """The reply's outputs, each with one row per item of the batch (else ValueError)."""
+def _rows(message: protocol.Result, items: int, spec: ModelSpec | None) -> Outputs:
+    """The reply's outputs, each with one row per item of the batch and, where the model
+    declares the output, of its datatype and shape (else ValueError)."""
     outputs = {name: protocol.from_wire(t) for name, t in message.outputs.items()}
+    declared = {t.name: t for t in spec.outputs} if spec is not None else {}
     for name, array in outputs.items():
         rows = array.shape[0] if array.ndim else 0
         if rows != items:
             raise ValueError(
                 f"output '{name}' has {rows} row(s) (shape {list(array.shape)}) for a batch of "
                 f"{items} item(s)"
+            )
+        tensor = declared.get(name)
+        if tensor is None:
+            continue
+        datatype = datatype_name(array)
+        part = mismatch(datatype, array.shape, tensor)
+        if part == "datatype":
+            raise ValueError(f"output '{name}' is {datatype}, declared {tensor.datatype}")
+        if part == "shape":
+            raise ValueError(
+                f"output '{name}' has shape {list(array.shape)}, declared {list(tensor.shape)}"
             )
     return outputs

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -93,11 +94,15 @@ class TieredCache:
         self._combined_batches = 0
         self._combined_entries = 0
         self._closing = False
+        self.misfits = 0  # L2 rows that did not fit the model asking (answered as misses)
 
-    async def get_many(self, keys: list[bytes]) -> list[tuple[Row | None, str]]:
+    async def get_many(
+        self, keys: list[bytes], fits: Callable[[Row], bool] | None = None
+    ) -> list[tuple[Row | None, str]]:
         """For each key: (row, level) with level "l1" or "l2", or (None, "miss").
 
-        At most one L2 round trip, for the keys L1 does not hold.
+        At most one L2 round trip, for the keys L1 does not hold. An L2 row that does not
+        ``fit`` (another gateway's model wrote it, or it was damaged) is a miss, never promoted.
         """
         found: list[tuple[Row | None, str]] = [(None, "miss")] * len(keys)
         missing: list[int] = []
@@ -113,6 +118,9 @@ class TieredCache:
             return found
         rows = await self.l2.get_many([keys[index] for index in missing])
         for index, row in zip(missing, rows, strict=True):
+            if row is not None and fits is not None and not fits(row):
+                self.misfits += 1
+                row = None
             if row is not None:
                 found[index] = (row, "l2")
                 if self.l1 is not None:
@@ -237,6 +245,7 @@ class TieredCache:
                 "pending": len(self._dirty) + len(self._window),
                 "flushed": self._flushed,
                 "dropped": self._dropped,
+                "misfits": self.misfits,
                 "combined_batches": self._combined_batches,
                 "combined_entries": self._combined_entries,
             }

@@ -16,7 +16,8 @@ Which routes need what:
 
 A client sends its key as ``Authorization: Bearer <key>`` (what the ``openai`` client sends), or
 as ``X-Api-Key: <key>`` or ``api-key: <key>`` (what API gateways and Azure-style clients send).
-Missing or unknown credentials get 401 with ``WWW-Authenticate: Bearer``; valid credentials that do
+Missing or unknown credentials get 401 with ``WWW-Authenticate: Bearer`` (after 10 failures from
+one address, 429 until it slows to one a second, so keys cannot be guessed at speed); valid credentials that do
 not open the route (an API key on an admin route, or any admin call when there is no admin token
 and loopback is not trusted, or the client is not on it) get 403.
 
@@ -30,16 +31,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dlproxy.errors import DlproxyError, Forbidden, Unauthorized
+from dlproxy.errors import DlproxyError, Forbidden, RateLimited, Unauthorized
 from dlproxy.http import protocols
 from dlproxy.http.errors import describe
+from dlproxy.http.ratelimit import RateLimiter
 from dlproxy.http.table import Access, access_for
 
 if TYPE_CHECKING:
@@ -93,6 +96,7 @@ class Authenticator:
         api_keys: Iterable[str] = (),
         admin_token: str | None = None,
         trust_loopback: bool = False,
+        failures: RateLimiter | None = None,
     ) -> None:
         keys = list(api_keys)
         for index, key in enumerate(keys, 1):
@@ -107,16 +111,37 @@ class Authenticator:
         """Whether inference and metadata routes need a key (checked before anything else)."""
         self.admin_token_set = self._admin is not None
         self.trust_loopback = trust_loopback
+        # Failed attempts per client address: 10 at once, then one per second (429 beyond).
+        self._failures = failures or RateLimiter(rate=1.0, burst=10)
 
-    def check_key(self, headers: Mapping[bytes, bytes]) -> None:
-        """Raise Unauthorized unless the request presents an API key (or the admin token)."""
+    def check_key(self, headers: Mapping[bytes, bytes], client_host: str | None = None) -> bytes:
+        """The digest of the API key (or admin token) the request presents, which identifies
+        the client (rate limits key on it); raise Unauthorized if there is none, or RateLimited
+        once the client's address has failed too often."""
         presented = credential(headers)
         if presented is None:
-            raise Unauthorized(
-                "this route needs an API key: send the header 'Authorization: Bearer <key>'"
+            self._refuse(
+                Unauthorized(
+                    "this route needs an API key: send the header 'Authorization: Bearer <key>'"
+                ),
+                client_host,
             )
-        if not _matches(_digest(presented), self._keys_or_admin):
-            raise Unauthorized("the API key is not valid")
+        digest = _digest(presented)
+        if not _matches(digest, self._keys_or_admin):
+            self._refuse(Unauthorized("the API key is not valid"), client_host)
+        return digest
+
+    def _refuse(self, error: DlproxyError, client_host: str | None) -> NoReturn:
+        """Raise ``error``, counted as a failed attempt of the address; past its limit, 429."""
+        try:
+            self._failures.check(client_host or "")
+        except RateLimited as limited:
+            raise RateLimited(
+                "too many failed authentications from this address; try again in "
+                f"{math.ceil(limited.retry_after)} s",
+                retry_after=limited.retry_after,
+            ) from None
+        raise error
 
     def check_admin(self, headers: Mapping[bytes, bytes], client_host: str | None) -> None:
         """Raise unless the request may use admin routes: the admin token, or (only when the
@@ -143,7 +168,7 @@ class Authenticator:
             return
         if _matches(digest, self._keys):
             raise Forbidden("an API key does not open admin routes; send the admin token")
-        raise Unauthorized("the admin token is not valid")
+        self._refuse(Unauthorized("the admin token is not valid"), client_host)
 
     def check(self, path: str, headers: Mapping[bytes, bytes], client_host: str | None) -> None:
         """Check a request to any route by its access class."""
@@ -151,7 +176,7 @@ class Authenticator:
         if access is Access.ADMIN:
             self.check_admin(headers, client_host)
         elif access is Access.KEY and self.keys_required:
-            self.check_key(headers)
+            self.check_key(headers, client_host)
 
 
 def _check_secret(secret: str, what: str) -> None:

@@ -11,6 +11,7 @@ tensors are zero-copy, read-only views of the body.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from functools import lru_cache
 from itertools import chain
 from typing import Annotated, Any, Literal
@@ -82,11 +83,19 @@ def _parse(decoder: msgspec.json.Decoder[Any], data: Any, what: str) -> Any:
 # --- KServe v2 / Open Inference Protocol -------------------------------------------------------
 
 
-def decode_kserve(body: bytes, model: str, header_length: int | None) -> InferenceRequest:
+InputCheck = Callable[[str, str, str, list[int]], None]
+"""``check(model, input name, datatype, shape)``: raises to refuse an input before its data is
+read (``Gateway.check_input``: the limits and the model's declared inputs)."""
+
+
+def decode_kserve(
+    body: bytes, model: str, header_length: int | None, check: InputCheck | None = None
+) -> InferenceRequest:
     """Decode a KServe v2 infer request; ``header_length`` is Inference-Header-Content-Length.
 
     With a header length the JSON is that prefix of the body, and the inputs that declare
     ``binary_data_size`` take their bytes, in order, from the rest, which they must use exactly.
+    Each input's name, datatype and shape go to ``check`` before its data is touched.
     """
     if not isinstance(body, bytes):
         body = bytes(body)
@@ -111,6 +120,8 @@ def decode_kserve(body: bytes, model: str, header_length: int | None) -> Inferen
         if spec.name in inputs:
             raise BadRequest(f"input '{spec.name}' appears more than once")
         total = _check_shape(spec)
+        if check is not None:
+            check(model, spec.name, spec.datatype, spec.shape)
         size = _binary_size(spec, header_length)
         if size is None:
             array = _from_json(spec, total)
@@ -402,8 +413,9 @@ def encode_kserve_error(message: str) -> bytes:
 # --- OpenAI embeddings -------------------------------------------------------------------------
 
 
-def decode_openai_embeddings(body: bytes) -> InferenceRequest:
-    """Decode ``POST /v1/embeddings``: texts become the BYTES input ``text``.
+def decode_openai_embeddings(body: bytes, check: InputCheck | None = None) -> InferenceRequest:
+    """Decode ``POST /v1/embeddings``: texts become the BYTES input ``text``, which goes to
+    ``check`` before the texts are read.
 
     The model named is not checked here: the gateway answers unknown models with 404.
     """
@@ -411,6 +423,8 @@ def decode_openai_embeddings(body: bytes) -> InferenceRequest:
     texts = [parsed.input] if isinstance(parsed.input, str) else parsed.input
     if not texts:
         raise BadRequest("'input' is an empty list; send at least one text", param="input")
+    if check is not None:
+        check(parsed.model, "text", "BYTES", [len(texts)])
     checked: list[str] = []
     for index, text in enumerate(texts):
         if not isinstance(text, str):

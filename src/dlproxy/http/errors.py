@@ -15,6 +15,7 @@ STATUS: dict[type[Exception], int] = {
     errors.ModelNotFound: 404,
     errors.PayloadTooLarge: 413,
     errors.ModelError: 500,
+    errors.QueryOfDeath: 500,
     errors.RateLimited: 429,
     errors.Overloaded: 503,
     errors.InstanceFailed: 503,

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from dlproxy.http.codecs import (
+    InputCheck,
     decode_kserve,
     decode_openai_embeddings,
     encode_kserve,
@@ -32,7 +33,11 @@ class Codec(Protocol):
     protocol: str
 
     def decode(
-        self, body: bytes, model: str, headers: Mapping[bytes, bytes]
+        self,
+        body: bytes,
+        model: str,
+        headers: Mapping[bytes, bytes],
+        check: InputCheck | None = None,
     ) -> InferenceRequest: ...
 
     def encode(
@@ -47,9 +52,16 @@ class KServeCodec:
 
     protocol = "kserve"
 
-    def decode(self, body: bytes, model: str, headers: Mapping[bytes, bytes]) -> InferenceRequest:
+    def decode(
+        self,
+        body: bytes,
+        model: str,
+        headers: Mapping[bytes, bytes],
+        check: InputCheck | None = None,
+    ) -> InferenceRequest:
         length = headers.get(b"inference-header-content-length")
-        return decode_kserve(body, model, int_header(length, "Inference-Header-Content-Length"))
+        header_length = int_header(length, "Inference-Header-Content-Length")
+        return decode_kserve(body, model, header_length, check)
 
     def encode(
         self, response: InferenceResponse, request: InferenceRequest
@@ -73,8 +85,14 @@ class OpenAICodec:
 
     protocol = "openai"
 
-    def decode(self, body: bytes, model: str, headers: Mapping[bytes, bytes]) -> InferenceRequest:
-        return decode_openai_embeddings(body)
+    def decode(
+        self,
+        body: bytes,
+        model: str,
+        headers: Mapping[bytes, bytes],
+        check: InputCheck | None = None,
+    ) -> InferenceRequest:
+        return decode_openai_embeddings(body, check)
 
     def encode(
         self, response: InferenceResponse, request: InferenceRequest

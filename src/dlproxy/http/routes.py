@@ -14,6 +14,7 @@ import itertools
 import os
 import time
 from collections.abc import Sequence
+from functools import partial
 from importlib.resources import files
 from typing import Any, Protocol
 
@@ -61,6 +62,7 @@ class InferenceApp:
         max_body_bytes: int,
         default_timeout_ms: float | None = None,
         limiter: RateLimiter | None = None,
+        max_timeout_ms: float = MAX_TIMEOUT_MS,
         access_log: bool = False,
         metrics: RequestMetrics | None = None,
         auth: Authenticator | None = None,
@@ -69,6 +71,8 @@ class InferenceApp:
         self.gateway = gateway
         self.max_body_bytes = max_body_bytes
         self.default_timeout_ms = default_timeout_ms
+        self.max_timeout_ms = max_timeout_ms  # a longer deadline asked for is cut to this
+        self._check = gateway.check_input  # bound once: every request's inputs go through it
         self.metrics = metrics or RequestMetrics()
         self.limiter = limiter
         self.access_log = access_log
@@ -107,8 +111,7 @@ class InferenceApp:
         try:
             self._admit(scope, headers)
             body = await self._read_body(headers, receive)
-            request = self._request(codec, body, model, headers, request_id)
-            request.version = version
+            request = self._request(codec, body, model, headers, request_id, version)
             response = await self.gateway.infer(request)
             payload, extra, content_type = codec.encode(response, request)
             extra += [
@@ -127,14 +130,15 @@ class InferenceApp:
             await _respond(send, status, codec.error(status, message, param), request_id, extra)
 
     def _admit(self, scope: Scope, headers: dict[bytes, bytes]) -> None:
-        """The API key (when keys are configured), then the client's rate limit."""
+        """The API key (when keys are configured), then the client's rate limit, keyed on the
+        verified key, else on the address (never on what a client may make up)."""
+        client = scope.get("client") or ("", 0)
         if self.auth.keys_required:  # before the rate limit: it keys buckets by credential
-            self.auth.check_key(headers)
-        if self.limiter is not None:
-            client = scope.get("client") or ("", 0)
-            self.limiter.check(
-                (headers.get(b"authorization") or b"").decode("latin-1") or client[0]
-            )
+            key = self.auth.check_key(headers, client[0])
+            if self.limiter is not None:
+                self.limiter.check(key.hex())
+        elif self.limiter is not None:
+            self.limiter.check(client[0])
 
     def _request(
         self,
@@ -143,9 +147,13 @@ class InferenceApp:
         model: str,
         headers: dict[bytes, bytes],
         request_id: str,
+        version: str = "",
     ) -> InferenceRequest:
-        """The decoded request with what the headers add: id, session key, deadline."""
-        request = codec.decode(body, model, headers)
+        """The decoded request (its inputs checked before their data is read) with what the
+        headers add: id, session key, deadline."""
+        check = self._check if not version else partial(self.gateway.check_input, version=version)
+        request = codec.decode(body, model, headers, check)
+        request.version = version
         if not request.id:  # a KServe body may carry its own id; it is echoed in the body
             request.id = request_id
         session = headers.get(b"x-session-key")
@@ -163,6 +171,7 @@ class InferenceApp:
                     f"X-Request-Timeout-Ms must be a positive number of milliseconds, at most "
                     f"{MAX_TIMEOUT_MS} (one day)"
                 )
+            timeout_ms = min(timeout_ms, self.max_timeout_ms)
             request.deadline = asyncio.get_running_loop().time() + timeout_ms / 1000
         return request
 

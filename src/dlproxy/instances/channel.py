@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, cast
 
+import msgspec
 import numpy as np
 import zmq
 import zmq.asyncio
 
 from dlproxy import protocol
 from dlproxy.errors import InstanceFailed
+
+log = logging.getLogger("dlproxy.instances")
 
 
 class WorkerChannel:
@@ -89,13 +93,14 @@ class WorkerChannel:
     def pending(self) -> int:
         return len(self._pending)
 
-    def fail_all(self, reason: str) -> None:
-        """Fail every batch the worker holds (it died or hung); they will be retried elsewhere."""
+    def fail_all(self, reason: str, held: bool = True) -> None:
+        """Fail every batch the worker holds (it died or hung, ``held``; or it was stopped);
+        they will be retried elsewhere."""
         pending, self._pending = self._pending, {}
         self._sent_at.clear()
         for future in pending.values():
             if not future.done():
-                future.set_exception(InstanceFailed(reason))
+                future.set_exception(InstanceFailed(reason, held=held))
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -104,14 +109,21 @@ class WorkerChannel:
                 await self._reader
             except asyncio.CancelledError:
                 pass
-        self.fail_all("the instance was stopped")
+        self.fail_all("the instance was stopped", held=False)
         self._socket.close(linger=0)
 
     async def _read(self) -> None:
         while True:
             frame = await self._socket.recv(copy=False)
-            message = protocol.decode_from_worker(frame.buffer)
             self.last_heard = time.monotonic()
+            try:
+                message = protocol.decode_from_worker(frame.buffer)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                # Whose reply it was cannot be read: fail every batch held (retried elsewhere),
+                # and keep reading: one broken frame must not leave the others unanswered.
+                log.error("worker at %s sent an undecodable reply: %s", self.endpoint, exc)
+                self.fail_all("the worker sent an undecodable reply", held=True)
+                continue
             match message:
                 case protocol.Result(id=batch_id) | protocol.Failure(id=batch_id):
                     self.load = message.load

@@ -22,6 +22,9 @@ from dlproxy.types import InferenceRequest, ModelSpec
 
 log = logging.getLogger("dlproxy.pool")
 
+MAX_RESTART_DELAY = 30.0
+"""Longest wait between two attempts to replace a dead instance."""
+
 
 class InstancePool:
     def __init__(
@@ -50,6 +53,8 @@ class InstancePool:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self.restarts = 0
+        self.failed_starts = 0  # replacements that failed to start (each retried)
+        self.last_start_error = ""
         self.items_by_instance: dict[str, int] = {}  # items computed by instances that have left
 
     @property
@@ -153,20 +158,44 @@ class InstancePool:
         moved.add_done_callback(lambda done: _chain(done, pending.future))
 
     async def _restart(self, instance: Instance) -> None:
+        """Replace a dead instance, retrying a replacement that fails to start with a back-off
+        (doubling up to ``MAX_RESTART_DELAY``): a failed one stays listed, in state ``failed``,
+        until the next attempt, so the loss shows in ``/admin/instances`` and the metrics.
+        Scaling the pool down past it ends the retries."""
         await asyncio.sleep(self._restart_delay)
         await instance.stop(drain=False)
-        if instance in self.instances and not self._closing:
-            self._forget(instance)
-            self.restarts += 1
+        if instance not in self.instances or self._closing:
+            return
+        self._forget(instance)
+        self.restarts += 1
+        delay = self._restart_delay
+        while not self._closing:
+            replacement = self._factory(self._on_failure)
+            self.instances.append(replacement)
             try:
-                await self.add()
-            except Exception:
-                log.exception("could not restart an instance of %s", self.name)
+                await replacement.start()
+                return
+            except Exception as exc:
+                self.failed_starts += 1
+                self.last_start_error = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "could not restart an instance of %s (%s); again in %.1f s",
+                    self.name,
+                    self.last_start_error,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            if replacement not in self.instances:  # scaled away meanwhile
+                return
+            self._forget(replacement)
+            delay = min(2 * delay, MAX_RESTART_DELAY)
 
     def _forget(self, instance: Instance) -> None:
         self.instances.remove(instance)
         self._attached.discard(instance.id)
-        self.items_by_instance[instance.id] = instance.batcher.statistics().items
+        items = instance.batcher.statistics().items
+        if items:  # one metric series per instance that computed something, not per attempt
+            self.items_by_instance[instance.id] = items
 
     def _own(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)

@@ -23,11 +23,12 @@ import os
 import time
 from typing import Any
 
+import msgspec
 import ray
 from ray.exceptions import RayActorError, RayError
 
 from dlproxy import protocol
-from dlproxy.errors import InstanceFailed
+from dlproxy.errors import InstanceFailed, ModelError
 from dlproxy.instances.base import BatchedInstance, FailureHandler, InstanceOptions, ignore_failure
 
 log = logging.getLogger("dlproxy.instances")
@@ -235,12 +236,21 @@ class RayInstance(BatchedInstance):
             return
         exc = call.exception()
         if exc is None:
-            message = protocol.decode_from_worker(call.result())
+            try:
+                message = protocol.decode_from_worker(call.result())
+            except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                log.error("instance %s sent an undecodable reply: %s", self.id, error)
+                future.set_exception(
+                    ModelError(f"model '{self.reference}': its reply could not be decoded")
+                )
+                return
             if isinstance(message, protocol.Result | protocol.Failure):
                 self.load = message.load
             future.set_result(message)
             return
-        future.set_exception(InstanceFailed(f"instance {self.id} failed: {exc}".splitlines()[0]))
+        future.set_exception(
+            InstanceFailed(f"instance {self.id} failed: {exc}".splitlines()[0], held=True)
+        )
         if isinstance(exc, RayActorError):
             self._failed(f"its actor died ({type(exc).__name__})")
         else:  # Ray could not run the call (the method itself never raises): replace it
@@ -255,14 +265,15 @@ class RayInstance(BatchedInstance):
         log.warning("instance %s (node %s) %s; failing over", self.id, self.node, reason)
         self.state = "failed"
         orphans = self.batcher.drain_queue()
-        self._fail_pending(f"instance {self.id} {reason}")
+        self._fail_pending(f"instance {self.id} {reason}", held=True)
         self.on_failure(self, orphans)
 
-    def _fail_pending(self, reason: str) -> None:
+    def _fail_pending(self, reason: str, held: bool = False) -> None:
+        """Fail the batches the actor holds: it died or hung (``held``), or it was stopped."""
         pending, self._pending = self._pending, {}
         for future in pending:
             if not future.done():
-                future.set_exception(InstanceFailed(reason))
+                future.set_exception(InstanceFailed(reason, held=held))
 
     async def _watch(self) -> None:
         """Replace an actor that holds one batch longer than ``hang_timeout``, or that does not

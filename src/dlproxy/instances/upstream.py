@@ -229,7 +229,7 @@ class UpstreamInstance(BatchedInstance):
                 reason,
             )
             self._fail_queued()
-        return InstanceFailed(f"upstream {self.id} ({self.reference}) failed: {reason}")
+        return InstanceFailed(f"upstream {self.id} ({self.reference}) failed: {reason}", held=True)
 
     def _fail_queued(self) -> None:
         """Requests still queued here go back to the gateway, which retries them elsewhere."""

@@ -145,6 +145,7 @@ class EmbeddingDirectory(Model):
             outputs=(TensorSpec("embedding", "FP32", (-1, self.layout.dimension or -1)),),
             max_batch_size=MAX_BATCH_SIZE,
             recipe=self._recipe(),
+            parameters=("truncate",),
         )
         self._session: Any = None
         self._feeds: tuple[str, ...] = ()

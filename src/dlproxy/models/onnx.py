@@ -91,6 +91,7 @@ class OnnxFileModel(Model):
             outputs=outputs,
             max_batch_size=min([self.max_batch_size, *fixed]),
             recipe=f"onnx/{file_digest(self.path)}",
+            parameters=(),  # a graph reads its inputs only
         )
 
     def predict(

@@ -10,19 +10,26 @@ Optional class attributes, for both: ``inputs`` and ``outputs`` (lists of ``(nam
 shape)``) describe it for the gateway (without ``inputs`` any input is passed through, so the
 gateway cannot validate requests); ``max_batch_size`` (default 64) bounds its batches; ``name``
 and ``version`` are what it is served as (default: the class name in lower case, and "1"; a
-repository names it itself); ``recipe`` (a string) names what decides its numbers (weights, code
-version): it is part of the cache keys, so change it whenever the results change, or a shared
-cache serves the old ones.
+repository names it itself); ``recipe`` (a string) names what decides its numbers besides the
+code (weights loaded from elsewhere): it is part of the cache keys, with a digest of the class's
+source file and of its options, so a replaced file or other options never share entries with the
+old ones, but change it whenever weights the code reads change. ``parameters`` (a tuple of
+names) lists the request parameters ``predict`` reads; others are not passed (and do not split
+batches or cache entries). Without it, every parameter is passed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import orjson
 
-from dlproxy.models.base import Model
+from dlproxy.models.base import Model, file_digest
 from dlproxy.plugins import import_from_string
 from dlproxy.types import DTYPES, ModelSpec, TensorSpec
 
@@ -41,6 +48,7 @@ class PythonModel:
     outputs: ClassVar[list[Spec]] = []
     max_batch_size: ClassVar[int] = DEFAULT_MAX_BATCH_SIZE
     recipe: ClassVar[str] = ""
+    parameters: ClassVar[tuple[str, ...] | None] = None
 
     def setup(self, threads: int, options: dict[str, Any]) -> None:
         """Load weights and warm up; ``threads`` is the worker's share of the cores, ``options``
@@ -83,7 +91,8 @@ class PythonClassModel(Model):
             inputs=_specs(getattr(self.cls, "inputs", ()), reference, "inputs"),
             outputs=_specs(getattr(self.cls, "outputs", ()), reference, "outputs"),
             max_batch_size=int(getattr(self.cls, "max_batch_size", DEFAULT_MAX_BATCH_SIZE)),
-            recipe=f"python/{reference}/{getattr(self.cls, 'recipe', '')}",
+            recipe=_recipe(reference, self.cls, self.options),
+            parameters=_parameters(getattr(self.cls, "parameters", None), reference),
         )
         self._instance: Any = None
 
@@ -134,3 +143,23 @@ def _specs(entries: Iterable[Any], reference: str, what: str) -> tuple[TensorSpe
         dims = tuple(int(d) for d in shape)
         specs.append(TensorSpec(str(name), datatype, dims or (-1,)))
     return tuple(specs)
+
+
+def _recipe(reference: str, cls: type[Any], options: dict[str, Any]) -> str:
+    """What decides the numbers: the declared recipe, the source file's digest (a replaced file
+    is another model) and the options'."""
+    try:
+        source = file_digest(Path(inspect.getfile(cls)))
+    except (OSError, TypeError):  # defined where no file holds it (a notebook, built in)
+        source = ""
+    settings = hashlib.blake2b(orjson.dumps(options, option=orjson.OPT_SORT_KEYS), digest_size=8)
+    declared = getattr(cls, "recipe", "")
+    return f"python/{reference}/{declared}/{source}/{settings.hexdigest()}"
+
+
+def _parameters(names: Any, reference: str) -> tuple[str, ...] | None:
+    if names is None:
+        return None
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"'{reference}'.parameters must be a tuple of names, got {names!r}")
+    return tuple(names)

@@ -12,7 +12,7 @@ from dlproxy import protocol
 from dlproxy.batching.batcher import Batcher, units_of
 from dlproxy.batching.policy import FixedBatching
 from dlproxy.errors import BadRequest, DeadlineExceeded, ModelError, Overloaded
-from dlproxy.types import InferenceRequest
+from dlproxy.types import InferenceRequest, ModelSpec, TensorSpec
 
 
 class HandWorker:
@@ -265,3 +265,63 @@ async def test_a_reply_with_the_wrong_row_count_fails_the_batch_not_misaligns_it
     )
     with pytest.raises(ModelError, match="0 row"):
         await asyncio.wait_for(scalar, 1)
+
+
+def _spec(datatype: str = "INT64", shape: tuple[int, ...] = (-1,)) -> ModelSpec:
+    return ModelSpec(
+        "m", "1", "test", (TensorSpec("x", "INT64", (-1,)),), (TensorSpec("y", datatype, shape),), 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("reply", "complaint"),
+    [
+        (np.array([1.5, 2.5], np.float32), "model 'm' .* output 'y' is FP32, declared INT64"),
+        (np.array([[1], [2]], np.int64), r"output 'y' has shape \[2, 1\], declared \[-1\]"),
+    ],
+)
+async def test_a_reply_of_another_dtype_or_shape_than_the_spec_fails_its_requests(
+    reply: np.ndarray, complaint: str
+) -> None:
+    worker = HandWorker()
+    b = batcher(worker, depth=1)
+    b.adopt(_spec())
+    head = b.submit(request(1, 2), {})
+    worker.sent[0][2].set_result(
+        protocol.Result(0, {"y": protocol.to_wire(reply)}, protocol.Load())
+    )
+    with pytest.raises(ModelError, match=complaint):
+        await asyncio.wait_for(head, 1)
+    good = b.submit(request(3), {})  # the next batch is served: nothing is stuck
+    worker.answer(1)
+    assert (await good)["y"].tolist() == [30]
+
+
+async def test_fixed_output_dimensions_are_checked_and_free_ones_are_not() -> None:
+    worker = HandWorker()
+    b = batcher(worker, depth=1)
+    b.adopt(_spec("INT64", (-1, 2, -1)))
+    fits = b.submit(request(1), {})
+    worker.sent[0][2].set_result(
+        protocol.Result(0, {"y": protocol.to_wire(np.zeros((1, 2, 5), np.int64))}, protocol.Load())
+    )
+    assert (await fits)["y"].shape == (1, 2, 5)
+    wrong = b.submit(request(1), {})
+    worker.sent[1][2].set_result(
+        protocol.Result(1, {"y": protocol.to_wire(np.zeros((1, 3, 5), np.int64))}, protocol.Load())
+    )
+    with pytest.raises(ModelError, match=r"declared \[-1, 2, -1\]"):
+        await asyncio.wait_for(wrong, 1)
+
+
+async def test_the_hang_limit_grows_with_the_work_held_by_its_measured_cost_only() -> None:
+    worker = HandWorker()
+    b = batcher(worker, max_batch=4, depth=1)
+    assert b.hold_limit(30.0) == 30.0  # nothing measured, nothing held
+    first = b.submit(request(1, 2, 3, 4), {})
+    worker.answer(0)
+    await first
+    per_unit = b.statistics().inference.sum / 4
+    b.submit(request(*range(400)), {})  # one request of 100 full batches
+    assert b.hold_limit(30.0) == pytest.approx(30.0 + 4 * 400 * per_unit)
+    assert b.hold_limit(30.0) < 31.0  # not 100 x 30 s

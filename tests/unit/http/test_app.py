@@ -4,6 +4,8 @@ promises (status codes, headers, protocols, one answer per request) without a pr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -173,3 +175,66 @@ def _big_json(payload: dict[str, Any]) -> bytes:
     import json
 
     return json.dumps(payload).encode()
+
+
+def _binary(datatype: str, shape: list[int], data: bytes) -> tuple[bytes, dict[str, str]]:
+    header = {
+        "inputs": [
+            {
+                "name": "x",
+                "datatype": datatype,
+                "shape": shape,
+                "parameters": {"binary_data_size": len(data)},
+            }
+        ]
+    }
+    head = orjson.dumps(header)
+    return head + data, {"Inference-Header-Content-Length": str(len(head))}
+
+
+@pytest.mark.parametrize(
+    ("datatype", "shape", "status", "complaint"),
+    [
+        ("BYTES", [1, 4194304], 400, "input 'x' must be FP32, got BYTES"),
+        ("FP32", [1, 5], 400, r"input 'x' has shape \[1, 5\]; the model takes \[-1, 4\]"),
+        ("FP32", [300, 4], 413, "the request has 300 items; the limit is 256"),
+    ],
+)
+async def test_an_input_is_checked_against_the_model_before_its_data_is_read(
+    served: Served, datatype: str, shape: list[int], status: int, complaint: str
+) -> None:
+    # The data is also broken (too short): the answer names the spec, so it was never read.
+    content, headers = _binary(datatype, shape, b"\0\0\0\0" * 1000)
+    response = await served.client.post(INFER, content=content, headers=headers)
+    assert response.status_code == status
+    assert re.search(complaint, response.json()["error"]), response.json()["error"]
+
+
+async def test_text_elements_beyond_what_any_request_may_hold_are_refused_unread() -> None:
+    gateway, _ = await fake_gateway(count=1)
+    gateway.pools["fake"].instances[0].spec = dataclasses.replace(  # a model that declares none
+        gateway.pools["fake"].spec, inputs=()
+    )
+    app = InferenceApp(gateway, 1 << 26)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        content, headers = _binary("BYTES", [1, 4194304], b"\0\0\0\0" * 4194304)
+        response = await client.post(INFER, content=content, headers=headers)
+    assert response.status_code == 413
+    assert "4194304 text elements; the limit is 4096" in response.json()["error"]
+    await gateway.close()
+
+
+async def test_a_deadline_longer_than_the_cap_is_cut_to_it() -> None:
+    gateway, instances = await fake_gateway(count=1, coalesce=False)
+    instances[0].hang = True
+    app = InferenceApp(gateway, 1 << 16, max_timeout_ms=50)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        started = asyncio.get_running_loop().time()
+        response = await client.post(
+            INFER, json=body(1), headers={"X-Request-Timeout-Ms": "3600000"}
+        )
+    assert response.status_code == 504
+    assert asyncio.get_running_loop().time() - started < 1.0
+    await gateway.close(drain_seconds=0.1)

@@ -26,6 +26,7 @@ from dlproxy.http.auth import (
     read_keys_file,
 )
 from dlproxy.http.errors import describe
+from dlproxy.http.ratelimit import RateLimiter
 from dlproxy.http.routes import InferenceApp
 from dlproxy.settings import Settings
 
@@ -281,6 +282,56 @@ async def test_without_a_token_admin_is_closed_unless_loopback_is_trusted() -> N
     trusting = inference_app(Authenticator(trust_loopback=True))
     assert (await call(trusting, "GET", "/admin/instances")).status_code == 403
     assert (await call(trusting, "GET", "/admin/instances", client=local)).status_code == 200
+
+
+async def test_rate_limits_key_on_the_verified_key_not_on_what_a_client_makes_up() -> None:
+    app = InferenceApp(
+        Gateway([], Limits()), 1 << 20, limiter=RateLimiter(1, 2), auth=Authenticator([KEY])
+    )
+    statuses = []
+    for nonce in range(4):  # a fresh Authorization value each time, next to the valid key
+        headers = {"X-Api-Key": KEY, "Authorization": f"Basic {nonce}"}
+        response = await call(app, "POST", "/v2/models/m/infer", json=GOOD, headers=headers)
+        statuses.append(response.status_code)
+    assert statuses == [404, 404, 429, 429]  # one bucket: the key's (404: past the limit)
+    other = await call(
+        app, "POST", "/v2/models/m/infer", json=GOOD, headers={"X-Api-Key": OTHER_KEY}
+    )
+    assert other.status_code == 401  # not a key: no bucket of its own either
+
+
+async def test_without_keys_the_limit_keys_on_the_client_address() -> None:
+    app = InferenceApp(Gateway([], Limits()), 1 << 20, limiter=RateLimiter(1, 2))
+    statuses = [
+        (
+            await call(
+                app, "POST", "/v2/models/m/infer", json=GOOD, headers={"Authorization": str(n)}
+            )
+        ).status_code
+        for n in range(3)
+    ]
+    assert statuses == [404, 404, 429]
+    elsewhere = await call(app, "POST", "/v2/models/m/infer", json=GOOD, client=("198.51.100.7", 1))
+    assert elsewhere.status_code == 404
+
+
+async def test_failed_authentications_are_limited_per_address() -> None:
+    app = inference_app(Authenticator([KEY]))
+    wrong = {"Authorization": "Bearer guess"}
+    statuses = [
+        (await call(app, "POST", "/v2/models/m/infer", json=GOOD, headers=wrong)).status_code
+        for _ in range(12)
+    ]
+    assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429]
+    limited = await call(app, "POST", "/v2/models/m/infer", json=GOOD, headers=wrong)
+    assert "failed authentications" in limited.json()["error"]
+    right = {"Authorization": f"Bearer {KEY}"}
+    admitted = await call(app, "POST", "/v2/models/m/infer", json=GOOD, headers=right)
+    assert admitted.status_code == 404  # a valid key is never held back by the guesses
+    elsewhere = await call(
+        app, "POST", "/v2/models/m/infer", json=GOOD, headers=wrong, client=("198.51.100.7", 1)
+    )
+    assert elsewhere.status_code == 401
 
 
 async def test_other_methods_on_inference_routes_get_405_with_allow() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -119,3 +121,31 @@ def test_a_python_model_gets_threads_options_and_parameters_and_is_closed() -> N
 def test_options_are_for_python_models_only() -> None:
     with pytest.raises(TypeError, match=r"takes no options: subclass dlproxy\.PythonModel"):
         create_model(f"{__name__}:Scaler", options={"scale": 2})
+
+
+def test_the_recipe_follows_the_code_and_the_options_so_caches_never_mix_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = """
+import numpy as np
+import dlproxy
+
+class Doubler(dlproxy.PythonModel):
+    outputs = [("y", "FP32", (-1,))]
+
+    def predict(self, batch, parameters):
+        return {"y": batch["x"] * FACTOR}
+
+FACTOR = %s
+"""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    recipes = []
+    for factor in ("2", "3"):  # the file is replaced: same module, class, version; other code
+        (tmp_path / "doubler.py").write_text(source % factor)
+        sys.modules.pop("doubler", None)
+        recipes.append(PythonClassModel("doubler:Doubler").spec.recipe)
+    assert recipes[0] != recipes[1]
+    tuned = PythonClassModel("doubler:Doubler", options={"factor": 4}).spec.recipe
+    assert tuned not in recipes  # options decide the numbers too
+    assert PythonClassModel("doubler:Doubler").spec.recipe == recipes[1]  # and it is stable
+    sys.modules.pop("doubler", None)

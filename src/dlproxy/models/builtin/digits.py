@@ -291,6 +291,7 @@ class Digits(Model):
                 TensorSpec("label", "INT64", (-1,)),
             ),
             max_batch_size=MAX_BATCH_SIZE,
+            parameters=(),
         )
         self._classifier: Classifier | None = None
 

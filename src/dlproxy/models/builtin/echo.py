@@ -27,6 +27,7 @@ class Echo(Model):
             inputs=(),  # any inputs
             outputs=(),  # the same as the inputs
             max_batch_size=1024,
+            parameters=("delay_ms", "fail", "hang"),
         )
 
     def predict(

@@ -227,6 +227,7 @@ class MiniLM(Model):
             max_batch_size=MAX_BATCH_SIZE,
             unit_bytes=WINDOW_BYTES,
             recipe=recipe(self.variant),
+            parameters=("truncate",),
         )
         self._splitter: tuple[Any, chunking.Windowing] | None = None
         self._session: Any = None
