@@ -288,7 +288,10 @@ def build_upstream(
         # A remote server batches and pipelines over its own workers, behind a longer round trip.
         instance_options(settings, weight, None, depth=max(4, settings.pipeline_depth)),
         outlier=OutlierDetector(
-            MonotonicClock(), settings.outlier_failures, settings.outlier_base_ejection_s
+            MonotonicClock(),
+            settings.outlier_failures,
+            settings.outlier_base_ejection_s,
+            may_eject=pool.may_eject,
         ),
         health_interval=settings.health_interval_s,
     )

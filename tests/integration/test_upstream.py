@@ -223,3 +223,21 @@ async def test_local_workers_and_an_upstream_serve_side_by_side(
         assert sorted(i.id[0] for i in pool.instances) == ["u", "w", "w"]
         await pool.scale_to(1)
         assert sorted(i.id[0] for i in pool.instances) == ["u", "w"]
+
+
+async def test_an_upstream_down_at_start_does_not_stop_the_gateway_and_joins_later(
+    upstreams: list[Upstream], tmp_path: Path
+) -> None:
+    late = Upstream(tmp_path / "late.log")
+    late.kill()  # down when the gateway starts
+    async with front([upstreams[0], late]) as gateway:
+        live, down = remotes(gateway)
+        assert live.state == "ready" and down.state == "unhealthy"
+        for i in range(4):
+            response = await gateway.infer(request(i))
+            assert response.instance == live.id
+        late.restart()
+        await wait_for(lambda: down.state == "ready")
+        served = {(await gateway.infer(request(i))).instance for i in range(10, 30)}
+        assert down.id in served
+    late.stop()

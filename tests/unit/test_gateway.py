@@ -294,3 +294,14 @@ async def test_a_shared_row_that_does_not_fit_the_model_is_a_miss_not_an_answer(
     assert again.cache == "miss" and again.outputs["embedding"].tolist() == [[2.0] * 4]
     assert (await gateway.infer(request(1.0))).cache == "l2"  # the recomputed row replaced it
     await gateway.close()
+
+
+async def test_hedges_draw_on_the_retry_budget() -> None:
+    budget = RetryBudget(ManualClock(), ratio=0.0, min_per_second=0.1, window=10.0)  # one
+    gateway, _ = await fake_gateway(
+        count=2, delay=0.05, coalesce=False, hedge_after=0.001, retry_budget=budget
+    )
+    await asyncio.gather(*(gateway.infer(request(float(i))) for i in range(4)))
+    assert gateway.retries["fake", "hedge"] == 1  # a slowdown does not double the load
+    assert budget.statistics().denied == 3
+    await gateway.close()

@@ -1,7 +1,9 @@
 """Two pure rules that keep failures from spreading: outlier ejection and the retry budget.
 
 ``OutlierDetector`` takes an instance out of rotation after consecutive failures, for longer each
-time (Envoy's outlier detection). ``RetryBudget`` lets retries go only while they are a small share
+time (Envoy's outlier detection), as long as its pool's cap allows (``ejection_allowed``: correlated
+failures must not eject every instance); below a share of healthy instances the pool routes to
+all of them (``panicking``). ``RetryBudget`` lets retries go only while they are a small share
 of recent requests (Finagle's and Envoy's retry budgets), so retries cannot multiply an outage.
 Both read an injected Clock and do no I/O; the instance and the gateway own the timing.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dlproxy.clock import Clock, MonotonicClock
@@ -42,6 +45,7 @@ class OutlierDetector:
         base_ejection: float = 1.0,
         max_ejection: float = 30.0,
         decay: float = 10.0,
+        may_eject: Callable[[], bool] = lambda: True,
     ) -> None:
         if failures < 1:
             raise ValueError(f"outlier failures must be >= 1, got {failures}")
@@ -54,6 +58,7 @@ class OutlierDetector:
         self.base_ejection = base_ejection
         self.max_ejection = max_ejection
         self.decay = decay
+        self.may_eject = may_eject  # the pool's cap on how many of its instances are out at once
         self.ejections = 0
         self._streak = 0
         self._multiplier = 0
@@ -69,8 +74,8 @@ class OutlierDetector:
         """Count one failure; True when it ejects the instance (False while already ejected)."""
         self._streak += 1
         now = self.clock.now()
-        if now < self._until or self._streak < self.failures:
-            return False
+        if now < self._until or self._streak < self.failures or not self.may_eject():
+            return False  # a capped ejection is tried again at the next failure
         if self._multiplier:
             back_for = now - self._until
             self._multiplier = max(0, self._multiplier - int(back_for // self.decay))
@@ -161,3 +166,21 @@ class RetryBudget:
     def statistics(self) -> RetryBudgetStatistics:
         self._current()
         return RetryBudgetStatistics(self._requests, self._retries, self.denied)
+
+
+MAX_EJECTION_PERCENT = 10.0
+"""Envoy's default: at most this share of a pool's instances is ejected at once (at least one)."""
+PANIC_PERCENT = 50.0
+"""Envoy's default: below this share of healthy instances, a pool routes to all of them."""
+
+
+def ejection_allowed(ejected: int, total: int, percent: float = MAX_EJECTION_PERCENT) -> bool:
+    """Whether one more of ``total`` instances may be ejected while ``ejected`` are: up to
+    ``percent`` of them, and always one (as Envoy does), so a pool of two can still eject."""
+    return ejected < max(1, int(total * percent / 100))
+
+
+def panicking(healthy: int, total: int, percent: float = PANIC_PERCENT) -> bool:
+    """Whether so few instances are healthy that health checks are more likely wrong than the
+    instances (Envoy's panic threshold): then every instance gets traffic again."""
+    return total > 0 and healthy * 100 < total * percent

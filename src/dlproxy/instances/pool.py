@@ -9,6 +9,7 @@ by the factory: the pool neither restarts them nor counts them when it scales.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,10 +18,14 @@ from dlproxy.autoscaling.limits import ScalingPlan
 from dlproxy.batching.batcher import Outputs, Pending
 from dlproxy.errors import InstanceFailed, Overloaded
 from dlproxy.instances.base import FailureHandler, Instance
+from dlproxy.instances.health import ejection_allowed, panicking
 from dlproxy.scheduling.base import NoHealthyInstance, SchedulingPolicy
 from dlproxy.types import InferenceRequest, ModelSpec
 
 log = logging.getLogger("dlproxy.pool")
+
+SIDELINED = frozenset({"ejected", "unhealthy"})
+"""States in which health checks keep a remote instance out of rotation (but it may be fine)."""
 
 MAX_RESTART_DELAY = 30.0
 """Longest wait between two attempts to replace a dead instance."""
@@ -53,6 +58,7 @@ class InstancePool:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self.restarts = 0
+        self.panic_routed = 0  # requests routed in panic mode (see ``panicking``)
         self.failed_starts = 0  # replacements that failed to start (each retried)
         self.last_start_error = ""
         self.items_by_instance: dict[str, int] = {}  # items computed by instances that have left
@@ -75,9 +81,31 @@ class InstancePool:
                 return instance
         raise KeyError(instance_id)
 
+    def may_eject(self) -> bool:
+        """Asked by an instance's outlier detector before it ejects: the pool's cap."""
+        ejected = sum(i.state == "ejected" for i in self.instances)
+        return ejection_allowed(ejected, len(self.instances))
+
+    def panicking(self) -> bool:
+        """Whether health has taken out so many remote instances that the pool routes to them
+        all again (Envoy's panic mode); only remote servers are ever ejected or unhealthy."""
+        if not self._attached:
+            return False
+        healthy = sum(i.state == "ready" for i in self.instances)
+        sidelined = sum(i.state in SIDELINED for i in self.instances)
+        return sidelined > 0 and panicking(healthy, healthy + sidelined)
+
     def choose(self, request: InferenceRequest, exclude: frozenset[str] = frozenset()) -> Instance:
-        """The instance the policy picks among the ready ones (minus ``exclude``)."""
-        views = [i.view() for i in self.instances if i.id not in exclude]
+        """The instance the policy picks among the ready ones (minus ``exclude``); in panic,
+        among the ejected and unhealthy ones too."""
+        candidates = [i for i in self.instances if i.id not in exclude]
+        views = [i.view() for i in candidates]
+        if self.panicking():
+            self.panic_routed += 1
+            views = [
+                dataclasses.replace(v, healthy=True) if i.state in SIDELINED else v
+                for i, v in zip(candidates, views, strict=True)
+            ]
         try:
             return self.by_id(self.policy.choose(request, views))
         except NoHealthyInstance:

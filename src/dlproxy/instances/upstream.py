@@ -5,7 +5,8 @@ queues and batches its requests, and each batch is one KServe v2 request with th
 extension, over one keep-alive session shared by every upstream. A task polls the model's ready
 route; consecutive request failures eject the instance for a growing time (health.py). Nothing
 ever replaces an upstream: the remote server comes back on its own, and then gets traffic again.
-States: starting -> ready <-> unhealthy | ejected, -> draining -> stopped.
+States: starting -> ready <-> unhealthy | ejected, -> draining -> stopped; a server not ready at
+start is unhealthy (probed) until it is.
 """
 
 from __future__ import annotations
@@ -124,31 +125,40 @@ class UpstreamInstance(BatchedInstance):
     # --- life cycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Read the model's metadata and wait until the server says the model is ready."""
+        """Read the model's metadata once the server says the model is ready. A server that is
+        not (down, or still loading) does not hold the gateway's start: the instance starts
+        unhealthy, without traffic, and joins by itself once the server answers."""
         self._phase = "starting"
         self._session = self._client.acquire()
-        try:
-            async with asyncio.timeout(self.options.start_timeout):
-                while True:  # polling: a remote server has no event to wait on
-                    metadata = await self._ready_metadata()
-                    if metadata is not None:
-                        break
-                    await asyncio.sleep(min(0.2, self.health_interval))
-        except BaseException as exc:  # timed out, or the server is shutting down
-            self._session = None
-            self._phase = "failed"
-            await self._client.release()
-            if isinstance(exc, TimeoutError):
-                raise RuntimeError(
-                    f"upstream {self.reference} did not get model '{self.model}' ready "
-                    f"in {self.options.start_timeout:.0f} s"
-                ) from None
-            raise
+        metadata = await self._ready_metadata()
+        if metadata is None:
+            log.warning(
+                "upstream %s (%s) has no model '%s' ready: starting without it, probing",
+                self.id,
+                self.reference,
+                self.model,
+            )
+            self._healthy = False
+            self._phase = "running"
+            self._health = asyncio.create_task(self._join(), name=f"join {self.id}")
+            return
+        self._run(metadata)
+
+    def _run(self, metadata: dict[str, Any]) -> None:
         self._adopt(kserve.spec_of(self.model, metadata))  # it would refuse bigger batches
         self._healthy = True
         self._phase = "running"
         self._health = asyncio.create_task(self._check_health(), name=f"health {self.id}")
         log.info("upstream %s ready (%s, model %s)", self.id, self.reference, self.model)
+
+    async def _join(self) -> None:
+        """Probe a server that was not ready at start until it is, then serve from it."""
+        while True:
+            await asyncio.sleep(self.health_interval)
+            metadata = await self._ready_metadata()
+            if metadata is not None:
+                self._run(metadata)
+                return
 
     async def stop(self, drain: bool = True, drain_seconds: float = 30.0) -> None:
         """Stop taking requests, finish what is held (when ``drain``), then let go of the session."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -325,3 +326,15 @@ async def test_the_hang_limit_grows_with_the_work_held_by_its_measured_cost_only
     b.submit(request(*range(400)), {})  # one request of 100 full batches
     assert b.hold_limit(30.0) == pytest.approx(30.0 + 4 * 400 * per_unit)
     assert b.hold_limit(30.0) < 31.0  # not 100 x 30 s
+
+
+async def test_the_models_own_batch_bound_is_never_exceeded() -> None:
+    worker = HandWorker()
+    b = batcher(worker, max_batch=32, depth=1)
+    b.adopt(dataclasses.replace(_spec(), max_batch_size=1))  # an ONNX graph exported at batch 1
+    futures = [b.submit(request(i), {}) for i in range(4)]
+    for index in range(4):
+        worker.answer(index)
+        await asyncio.sleep(0)
+    await asyncio.gather(*futures)
+    assert worker.sizes() == [1, 1, 1, 1]

@@ -11,7 +11,13 @@ import pytest
 from dlproxy.clock import ManualClock
 from dlproxy.errors import InstanceFailed
 from dlproxy.gateway import Gateway, Limits
-from dlproxy.instances.health import OutlierDetector, RetryBudget, RetryBudgetStatistics
+from dlproxy.instances.health import (
+    OutlierDetector,
+    RetryBudget,
+    RetryBudgetStatistics,
+    ejection_allowed,
+    panicking,
+)
 from dlproxy.types import InferenceRequest, ModelSpec
 
 
@@ -195,3 +201,23 @@ async def test_the_gateway_stops_retrying_when_the_budget_is_spent() -> None:
     assert (a.calls, b.calls, c.calls) == (2, 1, 0)
     assert budget.statistics() == RetryBudgetStatistics(requests=2, retries=1, denied=2)
     assert sum(gateway.retries.values()) == 1
+
+
+def test_the_pools_cap_holds_an_ejection_back_until_it_allows_one() -> None:
+    clock = ManualClock()
+    allowed = False
+    detector = OutlierDetector(clock, failures=2, may_eject=lambda: allowed)
+    assert not detector.failure() and not detector.failure()  # the streak is there; the cap no
+    assert not detector.ejected()
+    allowed = True
+    assert detector.failure() and detector.ejected()  # the next failure ejects
+
+
+def test_at_most_a_tenth_of_a_pool_is_ejected_but_always_one() -> None:
+    assert ejection_allowed(0, 2) and not ejection_allowed(1, 2)
+    assert ejection_allowed(1, 20) and not ejection_allowed(2, 20)
+
+
+def test_a_pool_with_fewer_than_half_healthy_panics() -> None:
+    assert panicking(1, 3) and panicking(0, 2)
+    assert not panicking(2, 4) and not panicking(1, 1) and not panicking(0, 0)

@@ -7,6 +7,7 @@ import asyncio
 from dlproxy.instances.base import FailureHandler
 from dlproxy.instances.pool import InstancePool
 from dlproxy.scheduling.base import create_policy
+from dlproxy.types import InferenceRequest
 from fakes import FakeInstance, options
 
 
@@ -55,3 +56,20 @@ async def test_no_retry_outlives_the_pool() -> None:
     count = pool.failed_starts
     await asyncio.sleep(0.1)
     assert pool.failed_starts == count  # cancelled with the pool: no attempt after close
+
+
+async def test_in_panic_the_pool_routes_to_instances_health_took_out() -> None:
+    pool = InstancePool(
+        "fake", create_policy("round_robin"), lambda on_failure: FakeInstance(options())
+    )
+    remotes = [FakeInstance(options()) for _ in range(3)]
+    for remote in remotes:
+        await pool.attach(remote)  # remote servers: the only ones health can take out
+    remotes[0].state = "ejected"
+    request = InferenceRequest("fake", {})
+    assert {pool.choose(request).id for _ in range(6)} == {remotes[1].id, remotes[2].id}
+    assert pool.panic_routed == 0
+    remotes[1].state = "unhealthy"  # one healthy of three: health is more likely wrong
+    assert {pool.choose(request).id for _ in range(6)} == {r.id for r in remotes}
+    assert pool.panic_routed == 6
+    await pool.close()
