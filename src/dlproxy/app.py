@@ -8,7 +8,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -29,10 +29,15 @@ class GatewayServer(uvicorn.Server):
     it came is kept: the workers' drain gets what is left of the graceful shutdown."""
 
     exit_requested_at: float | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    on_exit: Callable[[], None] | None = None
+    """Run on ``loop`` at the first signal (``Service.begin_stop``)."""
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.exit_requested_at is None:
             self.exit_requested_at = time.monotonic()
+            if self.loop is not None and self.on_exit is not None:
+                self.loop.call_soon_threadsafe(self.on_exit)
         super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
@@ -86,6 +91,8 @@ async def serve(settings: Settings) -> None:
         raise SystemExit(f"dlproxy serve: {exc}") from None
     settings, app = service.settings, service.app
     server = GatewayServer(uvicorn_config(settings, app, settings.port, operator=False))
+    server.loop = asyncio.get_running_loop()
+    server.on_exit = service.begin_stop
     log.info(
         "serving %s on http://%s:%s with %s instance(s) x %s thread(s), policy %s",
         ", ".join(settings.models),
@@ -123,8 +130,26 @@ async def serve(settings: Settings) -> None:
         with contextlib.suppress(Exception):
             await admin_serving
     since = time.monotonic() - (server.exit_requested_at or time.monotonic())
-    await service.stop(drain_seconds=max(1.0, settings.graceful_shutdown_s - since))
+    with _patient_signals():
+        await service.stop(drain_seconds=max(1.0, settings.graceful_shutdown_s - since))
     if serving.done() and serving.exception() is not None:
         raise serving.exception()  # type: ignore[misc]
     if starting.done() and not starting.cancelled() and starting.exception() is not None:
         raise SystemExit(1)
+
+
+@contextlib.contextmanager
+def _patient_signals() -> Iterator[None]:
+    """While the workers drain and the cache flushes, another SIGTERM or SIGINT (an impatient
+    supervisor, a second Ctrl-C) is noted, not obeyed: obeying would lose pending cache writes.
+    The graceful shutdown time still bounds the wait; SIGKILL still stops at once."""
+
+    def note(sig: int, frame: FrameType | None) -> None:
+        log.warning("already shutting down: draining and flushing the cache (SIGKILL stops now)")
+
+    original = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in original.items():
+            signal.signal(sig, handler)

@@ -456,7 +456,10 @@ class Gateway:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self, drain_seconds: float = 30.0) -> None:
-        """Stop instances (draining them, up to ``drain_seconds``), then flush the cache."""
+        """Stop instances (draining them, up to ``drain_seconds``) while the cache writes what
+        is pending, then close the cache."""
+        if self.cache is not None:
+            self.cache.begin_close()
         await asyncio.gather(*(pool.close(drain_seconds) for pool in self.all_pools()))
         if self.cache is not None:
             await self.cache.close()

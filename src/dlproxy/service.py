@@ -100,6 +100,12 @@ class Service:
                     )
                 )
 
+    def begin_stop(self) -> None:
+        """The first thing a shutdown does (at the signal, while connections still finish):
+        pending cache writes go to the shared cache now."""
+        if self.gateway.cache is not None:
+            self.gateway.cache.begin_close()
+
     async def stop(self, drain_seconds: float | None = None) -> None:
         """Stop the background tasks, drain the instances (up to ``drain_seconds``, default the
         graceful shutdown time), flush the cache, leave the Ray cluster."""

@@ -5,9 +5,11 @@ entries reach Redis when the gateway is stopped with SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -160,3 +162,32 @@ def test_write_back_entries_reach_redis_on_sigterm(
     finally:
         assert server.stop() == 0
     assert stored_keys(shared_redis) == 120
+
+
+def test_write_back_is_flushed_from_the_start_of_shutdown_and_a_second_sigterm_loses_nothing(
+    shared_redis: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DLPROXY_WRITE_BACK_INTERVAL_MS", "600000")
+    server = gateway(shared_redis.url, tmp_path / "gateway.log", "--write-policy", "back")
+    for batch in range(10):
+        assert infer(server, [f"early {batch}-{i}" for i in range(12)]).status_code == 200
+    slow_body = orjson.dumps(
+        {
+            "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["late"]}],
+            "parameters": {"delay_ms": 3000},
+        }
+    )
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(
+            httpx.post, f"{server.url}/v2/models/echo/infer", content=slow_body, timeout=30
+        )
+        time.sleep(0.5)  # the slow request is with the worker: the drain waits for it
+        server.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 2.0
+        while stored_keys(shared_redis) < 120:  # flushed while the drain goes on
+            assert time.monotonic() < deadline, "the write-back entries wait for the drain"
+            time.sleep(0.05)
+        server.process.send_signal(signal.SIGTERM)  # an impatient supervisor: nothing is lost
+        assert slow.result().status_code == 200
+    assert server.stop() == 0
+    assert stored_keys(shared_redis) == 121  # the late one too: stored as it was answered

@@ -6,7 +6,8 @@ for all the L1 misses; L2 hits are promoted into L1. How a store reaches L2 is t
 - ``through``: L1 at once, then the caller awaits the L2 write (stored in both before answering).
 - ``back``: L1 and a dirty buffer at once; a background task owned by the cache writes the buffer
   to L2 in pipelined batches (on an interval, and sooner once it passes a threshold). ``close``
-  writes everything still dirty: a graceful shutdown loses nothing.
+  (and ``begin_close``, at the start of a shutdown) writes everything still dirty: a graceful
+  shutdown loses nothing.
 - ``combining``: L1 at once; writes arriving within a short window go to L2 as one pipelined
   multi-set, and each caller awaits that write (still stored before answering, in fewer trips).
 
@@ -41,11 +42,10 @@ def row_size(row: Row) -> int:
 class TieredCache:
     """One lookup/store over L1 and L2, with the write policy chosen by name.
 
-    Write-back bounds: at most ``max_dirty`` entries wait for L2. When the buffer is full, a store
-    awaits a flush (backpressure: L2 slower than traffic slows the stores, it does not lose them).
-    While L2 is unavailable (breaker open) nothing can be flushed, so rather than wait, the oldest
-    dirty entries are dropped (counted in ``dropped``; they stay in L1): a dead cache server
-    never blocks a request.
+    Write-back bounds: at most ``max_dirty`` entries wait for L2. A store never waits for L2:
+    when the buffer is full (L2 slower than traffic, or unavailable with its breaker open) the
+    oldest dirty entries are dropped (counted in ``dropped``; they stay in L1), so a slow or dead
+    cache server never blocks a request.
     """
 
     def __init__(
@@ -83,7 +83,6 @@ class TieredCache:
         # write-back
         self._dirty: dict[bytes, Row] = {}
         self._wake = asyncio.Event()
-        self._room = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._flushed = 0
         self._dropped = 0
@@ -94,6 +93,7 @@ class TieredCache:
         self._combined_batches = 0
         self._combined_entries = 0
         self._closing = False
+        self._early: asyncio.Task[None] | None = None  # the flush begun by ``begin_close``
         self.misfits = 0  # L2 rows that did not fit the model asking (answered as misses)
 
     async def get_many(
@@ -144,21 +144,15 @@ class TieredCache:
     # write-back
 
     async def _put_back(self, entries: list[tuple[bytes, Row]]) -> None:
-        assert self.l2 is not None
+        """Buffer the entries for the flusher and return at once: a request never waits on L2.
+        Past ``max_dirty`` the oldest are dropped (they stay in L1)."""
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_loop(), name="cache write-back")
-        while len(self._dirty) >= self._max_dirty and self.l2.available:
-            if self._flusher.done():  # cannot happen (the loop catches everything); never hang
-                break
-            self._room.clear()
-            self._wake.set()
-            await self._room.wait()
         for key, row in entries:
             self._dirty[key] = row
-        if not self.l2.available:
-            self._trim()
         if len(self._dirty) >= self._flush_batch:
             self._wake.set()
+        self._trim()
 
     async def _flush_loop(self) -> None:
         """Flush on the interval, or sooner when woken; after a refused flush, wait it out.
@@ -191,7 +185,6 @@ class TieredCache:
                     for key, row in batch:
                         self._dirty.setdefault(key, row)
                     self._trim()
-                self._room.set()
             if not stored:
                 return False
         return True
@@ -251,17 +244,28 @@ class TieredCache:
             }
         return {"l1": self.l1.statistics() if self.l1 is not None else None, "l2": l2}
 
+    def begin_close(self) -> None:
+        """At the start of a shutdown: from now on stores go straight to L2, and what is dirty
+        is written now, while the instances drain, not after (a supervisor's kill may come)."""
+        if self._closing:
+            return
+        self._closing = True
+        if self.l2 is not None and (self._dirty or self._combiners or self._flusher):
+            self._early = asyncio.create_task(self._finish_writes(), name="cache final flush")
+
     async def close(self) -> None:
         """Write everything pending to L2 (dirty entries, open windows), then close connections.
 
         Called once, at shutdown, after the instances are drained (no more stores). The final
         flush tries L2 even if its breaker is open, within ``close_timeout`` seconds in all.
         """
-        self._closing = True
+        self.begin_close()
         if self.l2 is None:
             return
         try:
             async with asyncio.timeout(self._close_timeout):
+                if self._early is not None:
+                    await self._early
                 await self._finish_writes()
         except TimeoutError:
             pass
@@ -277,4 +281,5 @@ class TieredCache:
         if self._flusher is not None:
             self._flusher.cancel()
             await asyncio.wait({self._flusher})
-        await self._flush_dirty(force=True)
+        with contextlib.suppress(Exception):  # logged by the level; close counts what is left
+            await self._flush_dirty(force=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,6 +50,10 @@ def decode_row(data: bytes) -> Row | None:
         return {name: from_wire(tensor) for name, tensor in tensors.items()}
     except (msgspec.DecodeError, ValueError, KeyError, TypeError):
         return None
+
+
+SLOW_CALLS = 3
+"""Calls in a row slower than half the timeout that open the breaker."""
 
 
 class Breaker:
@@ -118,6 +123,8 @@ class SharedStatistics:
     """Values found but unreadable (another format, or damaged): answered as misses."""
     errors: int
     """Calls that failed or timed out."""
+    slow: int
+    """Times the breaker opened because calls answered slowly (over half the timeout)."""
     skipped: int
     """Calls not made because the breaker was open."""
     writes: int
@@ -161,6 +168,8 @@ class SharedCache:
         self._skipped = 0
         self._writes = 0
         self._write_batches = 0
+        self._slow_streak = 0
+        self._slow = 0
 
     @property
     def available(self) -> bool:
@@ -178,6 +187,7 @@ class SharedCache:
             self._misses += len(keys)
             return found
         unique = list(dict.fromkeys(keys))
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self.timeout):
                 values = await self._fetch([self._server_key(key) for key in unique])
@@ -185,7 +195,7 @@ class SharedCache:
             await self._failed("lookup", exc)
             self._misses += len(keys)
             return found
-        self._succeeded()
+        self._succeeded(time.monotonic() - started)
         rows: dict[bytes, Row | None] = {}
         for key, value in zip(unique, values, strict=True):
             row = None if value is None else decode_row(value)
@@ -216,13 +226,15 @@ class SharedCache:
             self._skipped += 1
             return False
         items = [(self._server_key(key), encode_row(row)) for key, row in entries]
+        started = time.monotonic()
         try:
             async with asyncio.timeout(time_limit or self.timeout):
                 await self._store(items)
         except Exception as exc:
             await self._failed("store", exc)
             return False
-        self._succeeded()
+        # A flush's own time limit is longer than a lookup's: only a lookup-sized call is timed.
+        self._succeeded(time.monotonic() - started if time_limit is None else 0.0)
         self._writes += len(items)
         self._write_batches += 1
         return True
@@ -252,6 +264,7 @@ class SharedCache:
             misses=self._misses,
             corrupt=self._corrupt,
             errors=self._errors,
+            slow=self._slow,
             skipped=self._skipped,
             writes=self._writes,
             write_batches=self._write_batches,
@@ -265,7 +278,24 @@ class SharedCache:
         except Exception as exc:
             log.warning("closing the %s cache failed: %r", self.name, exc)
 
-    def _succeeded(self) -> None:
+    def _succeeded(self, took: float = 0.0) -> None:
+        """A call answered; a streak of slow answers (over half the timeout) opens the breaker
+        as an error would: a server just under the timeout would otherwise tax every request."""
+        if took > self.timeout / 2:
+            self._slow_streak += 1
+            if self._slow_streak >= SLOW_CALLS:
+                self._slow += 1
+                if self._breaker.closed:
+                    log.warning(
+                        "%s cache answers slowly (%.0f ms): answering misses, retrying after a "
+                        "back-off",
+                        self.name,
+                        took * 1000,
+                    )
+                self._breaker.failed()
+                return
+        else:
+            self._slow_streak = 0
         if not self._breaker.closed:
             log.info("%s cache answers again", self.name)
         self._breaker.succeeded()

@@ -108,7 +108,7 @@ async def test_write_back_flushes_in_the_background(redis_server: RedisServer) -
         await cache.close()
 
 
-async def test_a_full_write_back_buffer_makes_the_store_wait_for_a_flush(
+async def test_a_full_write_back_buffer_never_makes_a_store_wait(
     redis_server: RedisServer,
 ) -> None:
     cache = tiered(redis_server, "back", flush_interval=60.0, flush_batch=100, max_dirty=8)
@@ -116,12 +116,17 @@ async def test_a_full_write_back_buffer_makes_the_store_wait_for_a_flush(
         for i in range(8):
             await cache.put_many([(key(i), make_row(i))])
         assert stored_keys(redis_server) == set()
-        await cache.put_many([(key(8), make_row(8))])  # full: waits until the 8 are in Redis
-        assert len(stored_keys(redis_server)) == 8
-        assert cache.statistics()["l2"]["pending"] == 1
+        redis_server.pause()  # a stalled server: a store must still return at once
+        try:
+            await asyncio.wait_for(cache.put_many([(key(8), make_row(8))]), 0.05)
+        finally:
+            redis_server.resume()
+        stats = cache.statistics()["l2"]
+        assert (stats["pending"], stats["dropped"]) == (8, 1)  # the oldest gave way
+        assert [level for _, level in await cache.get_many([key(0)])] == ["l1"]  # kept in L1
     finally:
         await cache.close()
-    assert len(stored_keys(redis_server)) == 9
+    assert len(stored_keys(redis_server)) == 8
 
 
 async def test_write_back_with_a_dead_l2_drops_the_oldest_instead_of_waiting(
