@@ -16,8 +16,8 @@ Which routes need what:
 
 A client sends its key as ``Authorization: Bearer <key>`` (what the ``openai`` client sends), or
 as ``X-Api-Key: <key>`` or ``api-key: <key>`` (what API gateways and Azure-style clients send).
-Missing or unknown credentials get 401 with ``WWW-Authenticate: Bearer`` (after 10 failures from
-one address, 429 until it slows to one a second, so keys cannot be guessed at speed); valid credentials that do
+Missing or unknown credentials get 401 with ``WWW-Authenticate: Bearer`` (after 30 failures from
+one address, 429 until it slows to two a second, so keys cannot be guessed at speed); valid credentials that do
 not open the route (an API key on an admin route, or any admin call when there is no admin token
 and loopback is not trusted, or the client is not on it) get 403.
 
@@ -47,6 +47,12 @@ from dlproxy.http.table import Access, access_for
 
 if TYPE_CHECKING:
     from dlproxy.settings import Settings
+
+
+FAILED_BURST = 30
+"""Failed authentications an address may make at once (a client with a wrong key, retrying)."""
+FAILED_RATE = 2.0
+"""Failed authentications per second an address may make after that: guessing keys is hopeless."""
 
 
 def credential(headers: Mapping[bytes, bytes]) -> bytes | None:
@@ -111,8 +117,8 @@ class Authenticator:
         """Whether inference and metadata routes need a key (checked before anything else)."""
         self.admin_token_set = self._admin is not None
         self.trust_loopback = trust_loopback
-        # Failed attempts per client address: 10 at once, then one per second (429 beyond).
-        self._failures = failures or RateLimiter(rate=1.0, burst=10)
+        # Failed attempts per client address: a burst, then a slow rate (429 beyond).
+        self._failures = failures or RateLimiter(rate=FAILED_RATE, burst=FAILED_BURST)
 
     def check_key(self, headers: Mapping[bytes, bytes], client_host: str | None = None) -> bytes:
         """The digest of the API key (or admin token) the request presents, which identifies

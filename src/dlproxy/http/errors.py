@@ -47,8 +47,20 @@ OPENAI_TYPES: dict[int, str] = {
 }
 
 
-def describe(exc: BaseException) -> tuple[int, str, list[tuple[bytes, bytes]]]:
+# Errors whose text is the server's business (a worker's exception, an upstream's address with
+# any credentials in it): logged under the request id; the client gets a safe message.
+INTERNAL: dict[type[Exception], str] = {
+    errors.ModelError: "the model failed on this request",
+    errors.InstanceFailed: "the instances computing this request failed or stopped; sending it "
+    "again may succeed",
+}
+
+
+def describe(
+    exc: BaseException, request_id: str = ""
+) -> tuple[int, str, list[tuple[bytes, bytes]]]:
     """Status, message and extra headers for an exception; anything unknown is a logged 500."""
+    reference = f"request id {request_id}; " if request_id else ""
     for cls in type(exc).__mro__:
         status = STATUS.get(cls)
         if status is not None:
@@ -58,6 +70,10 @@ def describe(exc: BaseException) -> tuple[int, str, list[tuple[bytes, bytes]]]:
                 headers.append((b"retry-after", str(max(1, round(retry_after))).encode()))
             elif isinstance(exc, errors.Unauthorized):
                 headers.append((b"www-authenticate", b'Bearer realm="dlproxy"'))
-            return status, str(exc), headers
-    log.error("unexpected error while serving a request", exc_info=exc)
-    return 500, "internal error (a bug in dlproxy; see the server log)", []
+            safe = INTERNAL.get(cls)
+            if safe is None:
+                return status, str(exc), headers
+            log.warning("request %s: %s: %s", request_id or "-", type(exc).__name__, exc)
+            return status, f"{safe} ({reference}the server log has the error)", headers
+    log.error("unexpected error while serving request %s", request_id or "-", exc_info=exc)
+    return 500, f"internal error, a bug in dlproxy ({reference}the server log has it)", []

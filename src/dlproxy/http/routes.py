@@ -123,7 +123,7 @@ class InferenceApp:
             await _respond(send, 200, payload, request_id, extra, content_type)
             self._record(codec, request.model, 200, started, request_id, response)
         except Exception as exc:
-            status, message, extra = describe(exc)
+            status, message, extra = describe(exc, request_id)
             label = self._model_label(request.model if request is not None else model)
             self._record(codec, label, status, started, request_id, None, version)
             param = getattr(exc, "param", None)

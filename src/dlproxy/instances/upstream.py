@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import logging
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import numpy as np
@@ -34,6 +35,17 @@ BAD_INPUT = frozenset({400, 413, 422})
 """The request is wrong: any other instance would refuse it too."""
 BUSY = frozenset({429, 503})
 """The upstream is alive but refuses work now: try another instance, do not count it an outlier."""
+
+
+def redacted(url: str) -> str:
+    """``url`` without the password of its user part: safe to log and show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class UpstreamClient:
@@ -80,7 +92,8 @@ class UpstreamInstance(BatchedInstance):
         probe_timeout: float = 1.0,
     ) -> None:
         super().__init__(options, f"u{next(_numbers)}", on_failure)
-        self.reference = url.rstrip("/")
+        self._url = url.rstrip("/")  # what requests go to, with any user:password in it
+        self.reference = redacted(self._url)  # what logs, errors and /admin/instances show
         self.model = model
         self.threads = 0
         self.outlier = outlier or OutlierDetector(MonotonicClock())
@@ -206,7 +219,7 @@ class UpstreamInstance(BatchedInstance):
         assert self._session is not None
         try:
             async with self._session.get(
-                f"{self.reference}/v2/models/{self.model}", timeout=self._probe_timeout
+                f"{self._url}/v2/models/{self.model}", timeout=self._probe_timeout
             ) as response:
                 if response.status != 200:
                     return None
@@ -219,7 +232,7 @@ class UpstreamInstance(BatchedInstance):
         assert self._session is not None
         try:
             async with self._session.get(
-                f"{self.reference}/v2/models/{self.model}/ready", timeout=self._probe_timeout
+                f"{self._url}/v2/models/{self.model}/ready", timeout=self._probe_timeout
             ) as response:
                 await response.read()
                 return response.status == 200
@@ -299,7 +312,7 @@ class UpstreamInstance(BatchedInstance):
         body, header_length = kserve.encode_infer_request(inputs, parameters)
         try:
             async with self._session.post(
-                f"{self.reference}/v2/models/{self.model}/infer",
+                f"{self._url}/v2/models/{self.model}/infer",
                 data=body,
                 headers={
                     "Inference-Header-Content-Length": str(header_length),

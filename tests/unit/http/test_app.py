@@ -16,6 +16,8 @@ import pytest
 
 from dlproxy.caching.base import MemoryCache
 from dlproxy.caching.tiered import TieredCache
+from dlproxy.errors import InstanceFailed, ModelError
+from dlproxy.gateway import Gateway
 from dlproxy.http.routes import InferenceApp
 from fakes import FakeInstance, fake_gateway
 
@@ -28,9 +30,12 @@ def body(*rows: float) -> dict[str, Any]:
 
 
 class Served:
-    def __init__(self, client: httpx.AsyncClient, instances: list[FakeInstance]) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, instances: list[FakeInstance], gateway: Gateway
+    ) -> None:
         self.client = client
         self.instances = instances
+        self.gateway = gateway
 
 
 @pytest.fixture
@@ -42,7 +47,7 @@ async def served(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
     app = InferenceApp(gateway, 1 << 16)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield Served(client, instances)
+        yield Served(client, instances, gateway)
     await gateway.close()
 
 
@@ -238,3 +243,30 @@ async def test_a_deadline_longer_than_the_cap_is_cut_to_it() -> None:
     assert response.status_code == 504
     assert asyncio.get_running_loop().time() - started < 1.0
     await gateway.close(drain_seconds=0.1)
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (ModelError("Traceback: KeyError at /srv/models/secret.py line 12"), 500),
+        (InstanceFailed("upstream u1 (http://admin:hunter2@10.0.0.5:8000) failed"), 503),
+    ],
+)
+async def test_internals_are_logged_and_the_client_gets_a_request_id(
+    served: Served,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+    status: int,
+) -> None:
+    async def failing(request: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(served.gateway, "infer", failing)
+    response = await served.client.post(INFER, json=body(1), headers={"X-Request-Id": "r-42"})
+    assert response.status_code == status
+    message = response.json()["error"]
+    assert "request id r-42" in message
+    for secret in ("secret.py", "hunter2", "10.0.0.5"):
+        assert secret not in message
+    assert str(error) in caplog.text and "r-42" in caplog.text

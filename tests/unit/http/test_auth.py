@@ -16,6 +16,7 @@ from dlproxy.errors import DlproxyError, Forbidden, Unauthorized
 from dlproxy.gateway import Gateway, Limits
 from dlproxy.http import openapi
 from dlproxy.http.auth import (
+    FAILED_BURST,
     Access,
     Authenticator,
     AuthGate,
@@ -320,9 +321,9 @@ async def test_failed_authentications_are_limited_per_address() -> None:
     wrong = {"Authorization": "Bearer guess"}
     statuses = [
         (await call(app, "POST", "/v2/models/m/infer", json=GOOD, headers=wrong)).status_code
-        for _ in range(12)
+        for _ in range(FAILED_BURST + 2)
     ]
-    assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429]
+    assert statuses[:FAILED_BURST] == [401] * FAILED_BURST and statuses[FAILED_BURST:] == [429] * 2
     limited = await call(app, "POST", "/v2/models/m/infer", json=GOOD, headers=wrong)
     assert "failed authentications" in limited.json()["error"]
     right = {"Authorization": f"Bearer {KEY}"}
