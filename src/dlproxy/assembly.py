@@ -59,6 +59,14 @@ def deployments(settings: Settings) -> list[Deployment]:
     ``model_control = "explicit"`` or a memory budget: those load on request). Entries that cannot be served are
     logged with their reason and left out (the others serve)."""
     found = [Deployment(reference, model_name(reference)) for reference in settings.models]
+    for index, deployment in enumerate(found):
+        for earlier in found[:index]:
+            if earlier.name == deployment.name:  # the second would shadow the first, undrained
+                raise ValueError(
+                    f"model '{deployment.name}' would be served twice (--model {earlier.reference} "
+                    f"and --model {deployment.reference}): serve one, or give each its own "
+                    "version in a model repository"
+                )
     if (
         settings.model_repository is None
         or settings.model_control == "explicit"

@@ -68,7 +68,10 @@ class Controller:
                 self._watch.pop(key, None)  # unloaded or replaced
                 self._policies.pop(key, None)
             for pool in current:
-                self.tick(pool)
+                try:
+                    self.tick(pool)
+                except Exception:  # one pool's bad tick must not end scaling for all, silently
+                    log.exception("autoscaler: scaling %s failed this tick", pool.name)
 
     def _policy(self, pool: InstancePool) -> ScalingPolicy:
         key = id(pool)
@@ -84,15 +87,16 @@ class Controller:
         now = self.clock.now()
         self._policy(pool)
         watch = self._watch[id(pool)]
-        stats = [i.batcher.statistics() for i in pool.instances]
+        made = pool.made()  # the instances it scales: remote servers are not its to count
+        stats = [i.batcher.statistics() for i in made]
         requests = self.arrivals[pool.name, pool.version]
         elapsed = max(now - watch.at, 1e-9)
         rate = max(0.0, (requests - watch.requests) / elapsed)
         watch.requests, watch.at = requests, now
-        ready = [i for i in pool.instances if i.state == "ready"]
+        ready = [i for i in made if i.state == "ready"]
         service = [
             i.load.service_time / max(1.0, s.batch_size.sum / max(1, s.batch_size.count))
-            for i, s in zip(pool.instances, stats, strict=True)
+            for i, s in zip(made, stats, strict=True)
             if i.load.batches
         ]
         cpu = [i.load.cpu_percent / 100 / max(1, i.threads) for i in ready]
@@ -100,7 +104,7 @@ class Controller:
         return Snapshot(
             model=pool.name,
             ready=len(ready),
-            starting=sum(1 for i in pool.instances if i.state == "starting"),
+            starting=sum(1 for i in made if i.state == "starting"),
             inflight=sum(s.inflight_requests for s in stats),
             queued=sum(s.queued_requests for s in stats),
             arrival_rate=rate,

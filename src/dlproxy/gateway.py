@@ -97,7 +97,10 @@ class Gateway:
     ) -> None:
         self.versions: dict[str, dict[str, InstancePool]] = {}
         for pool in pools:
-            self.versions.setdefault(pool.name, {})[pool.version] = pool
+            versions = self.versions.setdefault(pool.name, {})
+            if pool.version in versions:  # it would be unreachable, and never drained
+                raise ValueError(f"model '{pool.name}' version '{pool.version}' is served twice")
+            versions[pool.version] = pool
         defaults = defaults or {}
         # The default version of each model: what the plain routes, metrics and scaling see.
         self.pools = {

@@ -182,6 +182,8 @@ class Settings(BaseSettings):
     admin_loopback: bool = False
     """Without an admin token, let clients on this machine use the admin routes. Only where every
     local process is trusted: behind a same-host proxy or a sidecar every caller is local."""
+    protect_operator_routes: bool = False
+    """With API keys set, require a key for /metrics, /stats, /dashboard, /openapi.json and per-model readiness too; /v2/health/live and /v2/health/ready stay open for probes."""
     forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Proxies (IPs or networks, e.g. ``10.0.0.0/8``) whose ``X-Forwarded-For`` is believed: rate
     limits, logs and the admin check then see the client they name. From any other peer the

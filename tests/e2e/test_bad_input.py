@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
+
 import httpx
 import orjson
 import pytest
@@ -120,3 +123,17 @@ def test_after_all_bad_input_the_same_workers_still_serve(minilm_server: Server)
     response = infer(minilm_server, orjson.dumps(GOOD))
     assert response.status_code == 200
     assert minilm_server.worker_pids() == before
+
+
+def test_a_client_that_sends_a_huge_body_without_expect_reads_its_413(
+    echo_server: Server,
+) -> None:
+    # urllib (as requests) sends the whole body before reading the answer: without lingering,
+    # the gateway's early 413 reached it as a connection reset.
+    request = urllib.request.Request(
+        f"{echo_server.url}/v2/models/echo/infer", data=b"x" * (64 << 20)
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 413
+    assert "the limit is" in orjson.loads(refused.value.read())["error"]

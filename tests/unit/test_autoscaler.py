@@ -46,3 +46,25 @@ async def test_each_pool_follows_its_own_plan_and_pools_loaded_later_are_scaled(
     await asyncio.gather(*waiting, return_exceptions=True)
     for pool in pools:
         await pool.close()
+
+
+async def test_attached_servers_are_not_counted_and_a_failing_tick_does_not_stop_scaling() -> None:
+    pool, _ = await fake_pool(count=1, delay=0.2, max_queue_items=100)
+    pool.scaling = ScalingPlan(EAGER.policy, EAGER.options, Limits(1, 2, down_cooldown=60.0))
+    remote, _ = await fake_pool(count=1)
+    await pool.attach(remote.instances[0])  # a remote server: scale_to does not count it
+    broken, _ = await fake_pool(count=1)
+    broken.scaling = ScalingPlan("no_such_policy", {}, EAGER.limits)  # its every tick raises
+    controller = Controller(lambda: [broken, pool], Counter(), Counter(), interval=0.01)
+    running = asyncio.ensure_future(controller.run())
+    waiting = await busy(pool, 20)
+    for _ in range(100):
+        if len(pool.made()) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert len(pool.made()) == 2  # max_instances of its own, past the broken pool's ticks
+    assert not running.done()
+    running.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    for each in (pool, broken, remote):
+        await each.close()

@@ -180,3 +180,17 @@ async def test_a_model_whose_config_turns_the_cache_off_is_always_computed() -> 
         assert (await gateway.infer(request(4))).cache == "miss"
     assert made["1"][0].batches == [1, 1]
     await gateway.close()
+
+
+async def test_a_model_served_twice_is_refused_not_shadowed() -> None:
+    from dlproxy.assembly import deployments
+    from dlproxy.settings import Settings
+
+    with pytest.raises(ValueError, match="'echo' would be served twice"):
+        deployments(Settings(models=["echo", "echo"]))
+    first, _ = await fake_pool(count=1)
+    second, _ = await fake_pool(count=1)
+    with pytest.raises(ValueError, match="served twice"):
+        Gateway([first, second], Limits())
+    await first.close()
+    await second.close()

@@ -2,9 +2,10 @@
 
 Which routes need what:
 
-- open, always: ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/{m}[/versions/{v}]/ready``
+- open: ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/{m}[/versions/{v}]/ready``
   (the Open Inference Protocol's health API, for probes), ``/metrics``, ``/stats``, ``/dashboard``
-  and ``/openapi.json``;
+  and ``/openapi.json``; with API keys and ``--protect-operator-routes``, all but the first two
+  need a key too (they tell model names and traffic);
 - an API key, when any is configured: every other route (inference, ``/v2``, model metadata,
   ``/v1/models``; an unknown path too, so a client without a key learns nothing about routes);
   the admin token also opens these;
@@ -48,6 +49,9 @@ from dlproxy.http.table import Access, access_for
 if TYPE_CHECKING:
     from dlproxy.settings import Settings
 
+
+PROBES = frozenset({"/v2/health/live", "/v2/health/ready"})
+"""Open even with ``--protect-operator-routes``: what liveness and readiness probes call."""
 
 FAILED_BURST = 30
 """Failed authentications an address may make at once (a client with a wrong key, retrying)."""
@@ -103,6 +107,7 @@ class Authenticator:
         admin_token: str | None = None,
         trust_loopback: bool = False,
         failures: RateLimiter | None = None,
+        protect_open: bool = False,
     ) -> None:
         keys = list(api_keys)
         for index, key in enumerate(keys, 1):
@@ -117,6 +122,7 @@ class Authenticator:
         """Whether inference and metadata routes need a key (checked before anything else)."""
         self.admin_token_set = self._admin is not None
         self.trust_loopback = trust_loopback
+        self.protect_open = protect_open and self.keys_required  # metrics & co. need a key too
         # Failed attempts per client address: a burst, then a slow rate (429 beyond).
         self._failures = failures or RateLimiter(rate=FAILED_RATE, burst=FAILED_BURST)
 
@@ -179,6 +185,8 @@ class Authenticator:
     def check(self, path: str, headers: Mapping[bytes, bytes], client_host: str | None) -> None:
         """Check a request to any route by its access class."""
         access = access_for(path)
+        if access is Access.OPEN and self.protect_open and path not in PROBES:
+            access = Access.KEY
         if access is Access.ADMIN:
             self.check_admin(headers, client_host)
         elif access is Access.KEY and self.keys_required:
@@ -216,7 +224,12 @@ def build_authenticator(settings: Settings) -> Authenticator:
     if settings.api_keys_file is not None:
         keys += read_keys_file(settings.api_keys_file)
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
-    return Authenticator(keys, token, trust_loopback=settings.admin_loopback)
+    return Authenticator(
+        keys,
+        token,
+        trust_loopback=settings.admin_loopback,
+        protect_open=settings.protect_operator_routes,
+    )
 
 
 class AuthGate:

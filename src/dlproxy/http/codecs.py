@@ -287,6 +287,8 @@ def _from_binary(spec: _Input, total: int, body: bytes, offset: int, size: int) 
     array = np.frombuffer(body, dtype=dtype, count=total, offset=offset)
     if spec.datatype == "BOOL" and total and array.view(np.uint8).max() > 1:
         raise BadRequest(f"input '{spec.name}' (BOOL) has a byte other than 0 or 1")
+    if dtype.kind == "f" and not np.isfinite(array).all():  # as JSON refuses them
+        raise BadRequest(f"input '{spec.name}' has a NaN or infinite value ({spec.datatype})")
     return array.reshape(spec.shape)
 
 

@@ -10,6 +10,7 @@ error is mapped once, in ``http/errors.py``. Other routes answer with ``schemas`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import time
@@ -108,6 +109,7 @@ class InferenceApp:
         headers = dict(scope["headers"])
         request_id = (headers.get(b"x-request-id") or b"").decode("latin-1") or _new_id()
         request: InferenceRequest | None = None
+        body: bytes | None = None
         try:
             self._admit(scope, headers)
             body = await self._read_body(headers, receive)
@@ -126,6 +128,8 @@ class InferenceApp:
             status, message, extra = describe(exc, request_id)
             label = self._model_label(request.model if request is not None else model)
             self._record(codec, label, status, started, request_id, None, version)
+            if body is None and not isinstance(exc, BadRequest):  # refused before reading it
+                await _linger(headers, receive, 4 * self.max_body_bytes)
             param = getattr(exc, "param", None)
             await _respond(send, status, codec.error(status, message, param), request_id, extra)
 
@@ -229,6 +233,27 @@ class InferenceApp:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+LINGER_SECONDS = 5.0
+"""Longest time spent discarding a refused body (see ``_linger``)."""
+
+
+async def _linger(headers: dict[bytes, bytes], receive: Receive, limit: int) -> None:
+    """Read and discard (up to ``limit`` bytes or ``LINGER_SECONDS``) a body refused before it
+    was read, as nginx's lingering close does: a client still sending it (one that did not ask
+    ``Expect: 100-continue``, such as urllib or requests) would otherwise get a connection reset
+    instead of the answer."""
+    if b"expect" in headers or headers.get(b"content-length", b"0") == b"0":
+        return
+    read = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(LINGER_SECONDS):
+            while read <= limit:
+                message = await receive()
+                read += len(message.get("body", b""))
+                if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                    return
 
 
 async def _respond(

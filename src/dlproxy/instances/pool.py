@@ -144,18 +144,19 @@ class InstancePool:
         """Drain one instance (the newest made by the factory by default) and stop it, losing
         no request."""
         if instance is None:
-            instance = self._made()[-1]
+            instance = self.made()[-1]
         await instance.stop(drain=True)
         self._forget(instance)
 
     async def scale_to(self, count: int) -> None:
         """Make ``count`` the number of factory-made instances (attached ones are not counted)."""
-        while len(self._made()) < count:
+        while len(self.made()) < count:
             await self.add()
-        while len(self._made()) > count:
+        while len(self.made()) > count:
             await self.remove()
 
-    def _made(self) -> list[Instance]:
+    def made(self) -> list[Instance]:
+        """The instances the factory made: what the pool scales (attached ones are not)."""
         return [i for i in self.instances if i.id not in self._attached]
 
     async def close(self, drain_seconds: float = 30.0) -> None:

@@ -44,6 +44,9 @@ def read_metadata(folder: Path) -> dict[str, Any]:
     missing = [key for key in ("model", "version", "file") if key not in metadata]
     if missing:
         raise ValueError(f"{where} lacks the key(s) {', '.join(missing)}.")
+    inside = folder.resolve()
+    if not (inside / str(metadata["file"])).resolve().is_relative_to(inside):
+        raise ValueError(f"{where}: 'file' must name a file in {folder}, got {metadata['file']!r}")
     return dict(metadata)
 
 

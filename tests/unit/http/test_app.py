@@ -270,3 +270,16 @@ async def test_internals_are_logged_and_the_client_gets_a_request_id(
     for secret in ("secret.py", "hunter2", "10.0.0.5"):
         assert secret not in message
     assert str(error) in caplog.text and "r-42" in caplog.text
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+async def test_binary_nan_and_infinity_are_refused_as_json_ones_are(
+    served: Served, value: float
+) -> None:
+    x = np.ones((1, 4), np.float32)
+    x[0, 2] = value
+    content, headers = _binary("FP32", [1, 4], x.tobytes())
+    response = await served.client.post(INFER, content=content, headers=headers)
+    assert response.status_code == 400
+    assert "NaN or infinite" in response.json()["error"]
+    assert served.instances[0].batches == served.instances[1].batches == []  # nothing computed

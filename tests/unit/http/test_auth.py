@@ -366,3 +366,16 @@ def test_the_document_lists_every_route_and_the_credentials_it_needs() -> None:
         for item in open_document["paths"].values()
         for operation in item.values()
     )
+
+
+async def test_operator_routes_can_be_closed_to_clients_without_a_key() -> None:
+    app = inference_app(Authenticator([KEY], TOKEN, protect_open=True))
+    for path in ("/metrics", "/stats", "/openapi.json", "/v2/models/m/ready"):
+        assert (await call(app, "GET", path)).status_code == 401, path
+    for path in ("/metrics", "/stats", "/openapi.json"):
+        response = await call(app, "GET", path, headers={"X-Api-Key": KEY})
+        assert response.status_code == 200, path
+    for probe in ("/v2/health/live", "/v2/health/ready"):
+        assert (await call(app, "GET", probe)).status_code != 401, probe
+    open_app = inference_app(Authenticator([KEY], TOKEN))  # the default: open, as before
+    assert (await call(open_app, "GET", "/metrics")).status_code == 200
