@@ -14,6 +14,7 @@ from typing import Any
 
 import uvicorn
 
+from dlproxy.http.connections import ConnectionLimits, guarded_protocol
 from dlproxy.http.routes import InferenceApp, PortScope
 from dlproxy.service import Service, connect_backend
 from dlproxy.settings import Settings
@@ -66,12 +67,21 @@ def uvicorn_config(
     """One listening port: the main one, or (``--admin-port``) the operators' one; each serves
     only its share of the routes when there are two."""
     served: Any = app if settings.admin_port is None else PortScope(app, operator)
+    limits = ConnectionLimits(
+        settings.max_connections,
+        settings.header_timeout_s,
+        settings.body_timeout_s,
+        settings.max_header_bytes,
+    )
+    protocol = guarded_protocol(limits)
+    if not operator:  # the main port's refusals are counted in dlproxy_rejected
+        app.metrics.connections = protocol.refused
     return uvicorn.Config(
         served,
         host=settings.host,
         port=port,
         loop="none",
-        http="httptools",
+        http=protocol,
         lifespan="off",
         # X-Forwarded-For only from the proxies named (uvicorn's middleware rewrites the client).
         proxy_headers=bool(settings.forwarded_allow_ips),

@@ -40,6 +40,8 @@ class RequestMetrics:
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, str, str, int]] = Counter()
         self.rejected: Counter[tuple[str, str]] = Counter()
+        self.connections: dict[str, int] = {}
+        """Connections refused by ``http.connections`` (by reason): set by the server."""
         self.total: defaultdict[tuple[str, str], Histogram] = defaultdict(
             lambda: Histogram(LATENCY_BUCKETS)
         )
@@ -178,6 +180,8 @@ class GatewayCollector(Collector):
         )
         for (model, reason), n in r.rejected.items():
             rejected.add_metric([model, reason], n)
+        for reason, n in r.connections.items():  # before any request: no model
+            rejected.add_metric(["", reason], n)
         yield rejected
         retries = CounterMetricFamily(
             "dlproxy_retries", "Requests retried on another instance.", labels=["model", "reason"]

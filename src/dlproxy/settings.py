@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     """Longest text item, in bytes."""
     max_body_bytes: int = 16 * 1024 * 1024
     """Largest request body (413 beyond)."""
+    max_connections: int = 4096
+    """Most client connections open at once; one more is answered 503 and closed."""
+    header_timeout_s: float = 10.0
+    """Seconds a client has to send a request's headers (408 and closed beyond)."""
+    body_timeout_s: float = 30.0
+    """Seconds a client may leave between two pieces of a request body (408 and closed beyond)."""
+    max_header_bytes: int = 32768
+    """Largest request line and headers, in bytes (431 and closed beyond)."""
     max_request_units: int = 4096
     """Most batch units one request may take (413 beyond): its items, or for a model that counts text by size, one per window (minilm: 1 KiB); bounds how long one request holds an instance."""
     request_timeout_ms: float | None = None
@@ -218,18 +226,25 @@ class Settings(BaseSettings):
             return table
         return value
 
-    @field_validator("max_items", "max_text_bytes", "max_body_bytes", "max_request_units")
+    @field_validator(
+        "max_items",
+        "max_text_bytes",
+        "max_body_bytes",
+        "max_request_units",
+        "max_connections",
+        "max_header_bytes",
+    )
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:
             raise ValueError(f"must be at least 1, got {value}")
         return value
 
-    @field_validator("max_request_timeout_ms")
+    @field_validator("max_request_timeout_ms", "header_timeout_s", "body_timeout_s")
     @classmethod
     def _positive_ms(cls, value: float) -> float:
         if not value > 0:
-            raise ValueError(f"must be a positive number of milliseconds, got {value}")
+            raise ValueError(f"must be positive, got {value}")
         return value
 
     @field_validator("policy")
