@@ -4,28 +4,42 @@
 2. overload: capacity (closed loop), then open loop at 50 % and at 3x capacity with admission
    control (``--max-queue-wait-ms``): goodput, p99 of admitted requests, refusal latency;
 3. soak (``--soak S``, default 600): 70 % of capacity; memory of the gateway and workers
-   at the start and the end.
+   at the start and the end;
+4. hostile (``--hostile S``, default 60): good clients at 70 % of capacity (minilm, fresh
+   sentences, through an L1 + Redis cache), alone (quiet) and then while at once: 1,000
+   connections hold half-sent requests, malformed requests arrive (bad JSON, shapes, NaN,
+   oversize), poison requests go to a model that answers wrong row counts or dies of them
+   (``benchmarks/broken_model.py``), a minilm worker is SIGSTOPped for 8 s and Redis for 8 s.
+   Reported: the good clients' goodput and p99 against the quiet run, and the requests left
+   unanswered or answered wrong (a checker compares known sentences to their quiet answers).
 
-    python benchmarks/reliability.py [--chaos 60] [--overload 60] [--soak 600] [--json OUT]
+    python benchmarks/reliability.py [--chaos 60] [--overload 60] [--soak 600] [--hostile 60]
+        [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
 import random
 import signal
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+import numpy as np
+import orjson
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import DLPROXY, Serving, run_json
+from harness import DLPROXY, Serving, free_port, run_json
 
 
 def bench(url: str, *extra: str) -> dict[str, Any]:
@@ -108,12 +122,205 @@ def soak(seconds: float, rate: float | None) -> dict[str, Any]:
     }
 
 
+KNOWN = [f"a sentence the checker knows, number {i}" for i in range(16)]
+
+
+def texts_body(texts: list[str], **parameters: Any) -> bytes:
+    payload: dict[str, Any] = {
+        "inputs": [{"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}]
+    }
+    if parameters:
+        payload["parameters"] = parameters
+    return orjson.dumps(payload)
+
+
+def embeddings(url: str, texts: list[str]) -> np.ndarray:
+    response = httpx.post(f"{url}/v2/models/minilm/infer", content=texts_body(texts), timeout=30)
+    response.raise_for_status()
+    output = response.json()["outputs"][0]
+    return np.array(output["data"], np.float32).reshape(output["shape"])
+
+
+MALFORMED: list[tuple[str, bytes, dict[str, str]]] = [
+    ("bad json", b'{"inputs": [', {}),
+    (
+        "wrong datatype",
+        orjson.dumps(
+            {"inputs": [{"name": "text", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
+        ),
+        {},
+    ),
+    (
+        "wrong shape",
+        orjson.dumps(
+            {
+                "inputs": [
+                    {"name": "text", "shape": [1, 4194304], "datatype": "BYTES", "data": ["a"]}
+                ]
+            }
+        ),
+        {},
+    ),
+    ("too many items", texts_body(["x"] * 300), {}),
+    ("huge integer", texts_body(["x"])[:-1] + b', "parameters": {"n": ' + b"9" * 30 + b"}}", {}),
+    ("absurd deadline", texts_body(["x"]), {"X-Request-Timeout-Ms": "1" + "0" * 400}),
+]
+
+
+class Hostility:
+    """Everything the hostile run throws at the server besides the good clients, in threads."""
+
+    PARTS = ("slow", "malformed", "poison", "checker", "stalls")
+
+    def __init__(
+        self,
+        server: Serving,
+        redis: subprocess.Popen[bytes],
+        reference: np.ndarray,
+        parts: tuple[str, ...] = PARTS,
+    ):
+        self.url, self.port, self.server_pid = server.url, server.port, server.process.pid
+        self.redis, self.reference = redis, reference
+        self.stop = threading.Event()
+        self.counts: dict[str, int] = {
+            "malformed_sent": 0, "malformed_wrong": 0, "poison_sent": 0, "poison_wrong": 0,
+            "checked": 0, "checks_wrong": 0, "checks_unanswered": 0, "slow_connections": 0,
+        }  # fmt: skip
+        self.threads = [threading.Thread(target=getattr(self, part), daemon=True) for part in parts]
+
+    def __enter__(self) -> Hostility:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+    def slow(self) -> None:
+        """1,000 connections holding half-sent requests, opened again as the server closes them."""
+
+        async def hold() -> None:
+            head = b"POST /v2/models/minilm/infer HTTP/1.1\r\nHost: x\r\n"
+            open_ = []
+            while not self.stop.is_set():
+                open_ = [(r, w) for r, w in open_ if not r.at_eof()]
+                while len(open_) < 1000:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                    writer.write(head if len(open_) % 2 else head + b"Content-Length: 999\r\n\r\n{")
+                    open_.append((reader, writer))
+                    self.counts["slow_connections"] += 1
+                await asyncio.sleep(0.5)
+            for _, writer in open_:
+                writer.close()
+
+        asyncio.run(hold())
+
+    def malformed(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self.stop.wait(0.5):  # ~12/s: hostile, not a second load test
+                for _, body, headers in MALFORMED:
+                    response = client.post(
+                        f"{self.url}/v2/models/minilm/infer", content=body, headers=headers
+                    )
+                    self.counts["malformed_sent"] += 1
+                    if not 400 <= response.status_code < 500:
+                        self.counts["malformed_wrong"] += 1
+
+    def poison(self) -> None:
+        """Wrong row counts and a query of death for the broken model: a clear 5xx each."""
+        with httpx.Client(timeout=60) as client:
+            while not self.stop.wait(5.0):  # each death costs a worker restart (~1 core-s)
+                for text in ("wrong rows", "die"):
+                    response = client.post(
+                        f"{self.url}/v2/models/broken/infer", content=texts_body([text, "ok"])
+                    )
+                    self.counts["poison_sent"] += 1
+                    if response.status_code not in (500, 503):
+                        self.counts["poison_wrong"] += 1
+
+    def checker(self) -> None:
+        """Known sentences, in varying company: each answer must be the quiet run's."""
+        rng = random.Random(7)
+        with httpx.Client(timeout=60) as client:
+            while not self.stop.wait(0.2):
+                picked = rng.sample(range(len(KNOWN)), rng.randint(1, 4))
+                try:
+                    response = client.post(
+                        f"{self.url}/v2/models/minilm/infer",
+                        content=texts_body([KNOWN[i] for i in picked]),
+                    )
+                except httpx.HTTPError:
+                    self.counts["checks_unanswered"] += 1
+                    continue
+                self.counts["checked"] += 1
+                if response.status_code != 200:
+                    self.counts["checks_unanswered"] += 1
+                    continue
+                output = response.json()["outputs"][0]
+                got = np.array(output["data"], np.float32).reshape(output["shape"])
+                if not np.allclose(got, self.reference[picked], atol=1e-4):
+                    self.counts["checks_wrong"] += 1
+
+    def stalls(self) -> None:
+        """A minilm worker SIGSTOPped for 8 s, then Redis for 8 s."""
+        if self.stop.wait(8):
+            return
+        minilm = [p for p in psutil.Process(self.server_pid).children() if "minilm" in p.cmdline()]
+        for victim in (minilm[0].pid, self.redis.pid):
+            os.kill(victim, signal.SIGSTOP)
+            self.stop.wait(8)
+            with contextlib.suppress(ProcessLookupError):  # the watchdog killed a hung worker
+                os.kill(victim, signal.SIGCONT)
+            if self.stop.wait(8):
+                return
+
+
+def hostile(seconds: float, parts: tuple[str, ...] = Hostility.PARTS) -> dict[str, Any]:
+    redis_port = free_port()
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+    )
+    try:
+        with Serving(
+            "--model", "minilm", "--model", "broken_model:Broken", "--instances", "2",
+            "--cache", "lru", "--redis", f"redis://127.0.0.1:{redis_port}", "--hang-timeout-s", "3",
+        ) as server:  # fmt: skip
+            capacity = bench(server.url, "--concurrency", "32", "--duration", "15")[
+                "throughput_rps"
+            ]
+            rate = str(0.7 * capacity)
+            reference = embeddings(server.url, KNOWN)
+            quiet = bench(server.url, "--rate", rate, "--duration", str(seconds), "--timeout", "30")
+            with Hostility(server, redis, reference, parts) as hostility:
+                loaded = bench(
+                    server.url, "--rate", rate, "--duration", str(seconds), "--timeout", "30"
+                )
+            return {"capacity_rps": capacity, "quiet": quiet, "hostile": loaded, **hostility.counts}
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(redis.pid, signal.SIGCONT)
+        redis.terminate()
+        redis.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chaos", type=float, default=60)
     parser.add_argument("--overload", type=float, default=60)
     parser.add_argument("--max-queue-wait-ms", type=float, default=100)
     parser.add_argument("--soak", type=float, default=600)
+    parser.add_argument("--hostile", type=float, default=60)
+    parser.add_argument(
+        "--hostile-parts",
+        default=",".join(Hostility.PARTS),
+        help="what the hostile run does, comma-separated (default: all)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     results: dict[str, Any] = {}
@@ -125,6 +332,8 @@ def main() -> None:
         capacity = results.get("overload", {}).get("capacity_rps")
         rate = 0.7 * capacity if capacity else None
         results["soak"] = soak(args.soak, rate)
+    if args.hostile:
+        results["hostile"] = hostile(args.hostile, tuple(args.hostile_parts.split(",")))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     print(table(results))
@@ -162,6 +371,19 @@ def table(r: dict[str, Any]) -> str:
             f"(second half alone: {late}); {s['bench']['errors']} errors, p99 "
             f"{s['bench']['latency_ms']['p99']:.0f} ms | < 5 % |"
         )
+    if "hostile" in r:
+        h = r["hostile"]
+        quiet, loaded = h["quiet"], h["hostile"]
+        rows += [
+            f"| hostile: good clients' goodput | {loaded['throughput_rps']:.0f} req/s vs {quiet['throughput_rps']:.0f} quiet "
+            f"({loaded['throughput_rps'] / quiet['throughput_rps']:.2f} x), rate {0.7 * h['capacity_rps']:.0f}/s | |",
+            f"| hostile: good clients' p99 | {loaded['latency_ms']['p99']:.1f} ms vs {quiet['latency_ms']['p99']:.1f} ms quiet | |",
+            f"| hostile: good requests failed | {loaded['errors']} of {loaded['requests']} ({loaded['errors_by_status']}) | 0 |",
+            f"| hostile: checked answers wrong / unanswered | {h['checks_wrong']} / {h['checks_unanswered']} of {h['checked']} | 0 |",
+            f"| hostile: malformed answered other than 4xx | {h['malformed_wrong']} of {h['malformed_sent']} | 0 |",
+            f"| hostile: poison answered other than 5xx | {h['poison_wrong']} of {h['poison_sent']} | 0 |",
+            f"| hostile: slow connections opened | {h['slow_connections']} | |",
+        ]
     return "\n".join(rows)
 
 

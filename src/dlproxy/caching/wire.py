@@ -52,8 +52,11 @@ def decode_row(data: bytes) -> Row | None:
         return None
 
 
-SLOW_CALLS = 3
-"""Calls in a row slower than half the timeout that open the breaker."""
+SLOW_CALLS = 5
+"""Calls in a row slower than ``SLOW_SHARE`` of the timeout that open the breaker."""
+SLOW_SHARE = 0.8
+"""A call slower than this share of the timeout is slow (less would count a busy event loop's
+own delays against a healthy server)."""
 
 
 class Breaker:
@@ -124,7 +127,7 @@ class SharedStatistics:
     errors: int
     """Calls that failed or timed out."""
     slow: int
-    """Times the breaker opened because calls answered slowly (over half the timeout)."""
+    """Times the breaker opened because calls answered slowly (near the timeout)."""
     skipped: int
     """Calls not made because the breaker was open."""
     writes: int
@@ -279,9 +282,9 @@ class SharedCache:
             log.warning("closing the %s cache failed: %r", self.name, exc)
 
     def _succeeded(self, took: float = 0.0) -> None:
-        """A call answered; a streak of slow answers (over half the timeout) opens the breaker
-        as an error would: a server just under the timeout would otherwise tax every request."""
-        if took > self.timeout / 2:
+        """A call answered; a streak of slow answers (near the timeout) opens the breaker as an
+        error would: a server just under the timeout would otherwise tax every request."""
+        if took > self.timeout * SLOW_SHARE:
             self._slow_streak += 1
             if self._slow_streak >= SLOW_CALLS:
                 self._slow += 1

@@ -38,7 +38,7 @@ class SlowLevel(SharedCache):
 async def test_calls_just_under_the_timeout_open_the_breaker_and_it_closes_when_fast_again() -> (
     None
 ):
-    level = SlowLevel(delay=0.04)
+    level = SlowLevel(delay=0.045)
     level.values[b"dlp:k"] = encode_row({"y": np.ones((1, 2), np.float32)})
     for _ in range(SLOW_CALLS):
         assert (await level.get_many([b"k"]))[0] is not None  # slow, but answered
@@ -53,11 +53,11 @@ async def test_calls_just_under_the_timeout_open_the_breaker_and_it_closes_when_
 
 
 async def test_an_occasional_slow_call_does_not_open_it() -> None:
-    level = SlowLevel(delay=0.04)
+    level = SlowLevel(delay=0.045)
     for _round in range(3):
         for _ in range(SLOW_CALLS - 1):
             await level.get_many([b"k"])
         level.delay = 0.0
         await level.get_many([b"k"])
-        level.delay = 0.04
+        level.delay = 0.045
     assert level.available and level.statistics().slow == 0

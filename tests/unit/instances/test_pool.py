@@ -38,6 +38,7 @@ async def test_a_replacement_that_fails_to_start_is_retried_with_back_off_and_sh
     assert pool.restarts == 1 and pool.failed_starts == 2
     assert [i.state for i in pool.instances] == ["ready"]
     assert "the model file is being rewritten" in pool.last_start_error
+    assert pool.items_by_instance == {}  # no metric series for attempts that computed nothing
     await pool.close()
 
 
