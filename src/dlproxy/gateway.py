@@ -195,11 +195,7 @@ class Gateway:
         the event loop: the item and text-element limits, and the model's declared inputs when
         it is loaded (an unknown model is answered later, or loaded on demand); what is left
         (input names) is ``validate``'s."""
-        items = shape[0] if shape else 0
-        if items > self.limits.max_items:
-            raise PayloadTooLarge(
-                f"the request has {items} items; the limit is {self.limits.max_items} per request"
-            )
+        _check_items(shape[0] if shape else 0, self.limits)
         versions = self.versions.get(model)
         pool = versions.get(version) if version and versions else self.pools.get(model)
         spec = pool.spec if pool is not None else None
@@ -524,10 +520,7 @@ def validate(request: InferenceRequest, spec: ModelSpec, limits: Limits) -> None
     items = request.items
     if items == 0:
         raise BadRequest("the request has no items: send at least one")
-    if items > limits.max_items:
-        raise PayloadTooLarge(
-            f"the request has {items} items; the limit is {limits.max_items} per request"
-        )
+    _check_items(items, limits)
     for name, array in request.inputs.items():
         if array.ndim == 0 or array.shape[0] != items:
             raise BadRequest(
@@ -570,6 +563,13 @@ def row_fits(row: dict[str, np.ndarray], spec: ModelSpec) -> bool:
             if tensor is None or mismatch(datatype_name(array), array.shape, tensor):
                 return False
     return bool(row)
+
+
+def _check_items(items: int, limits: Limits) -> None:
+    if items > limits.max_items:
+        raise PayloadTooLarge(
+            f"the request has {items} items; the limit is {limits.max_items} per request"
+        )
 
 
 def _check_input(name: str, datatype: str, shape: Sequence[int], tensor: TensorSpec) -> None:
