@@ -56,7 +56,7 @@ TEXTS_PER_ITEM = 16
 
 # Request parameters that steer the transport, not the model: never sent to a worker.
 TRANSPORT_PARAMETERS = frozenset(
-    {"binary_outputs", "binary_data_output", "encoding_format", "dimensions", "user"}
+    {"binary_outputs", "binary_data_output", "encoding_format", "dimensions", "user", "priority"}
 )
 
 
@@ -485,17 +485,7 @@ def _worst(levels: list[str]) -> str:
 
 def _select(request: InferenceRequest, indexes: list[int]) -> InferenceRequest:
     inputs = {name: array[indexes] for name, array in request.inputs.items()}
-    return InferenceRequest(
-        request.model,
-        inputs,
-        request.id,
-        request.protocol,
-        request.parameters,
-        request.outputs,
-        request.session_key,
-        request.deadline,
-        request.version,
-    )
+    return dataclasses.replace(request, inputs=inputs, _digest=None)
 
 
 def _stack(rows: list[Row]) -> dict[str, np.ndarray]:

@@ -112,6 +112,9 @@ class InferenceRequest:
     session_key: str | None = None
     deadline: float | None = None
     version: str = ""  # a version of the model (the versioned routes); "" is its default
+    priority: int = 0
+    """Served before lower ones waiting for the same instance (0, the default, to 9); a level
+    is added per second waited (``Batcher.aging``), so low ones still get through."""
     alone: bool = False
     """Batched with no other request: set on a retry after the instance holding its batch died
     or hung, so that a request that kills instances shows itself by failing alone."""

@@ -69,6 +69,7 @@ class Pending:
     enqueued: float
     units: int = 1
     signature: tuple[tuple[str, str, tuple[int, ...]], ...] = ()
+    priority: int = 0
 
 
 @dataclass(slots=True)
@@ -98,6 +99,8 @@ class Batcher:
     """Admission control: refuse a request whose estimated wait in the queue is longer (s)."""
     unit_bytes: int = 0
     """Set from the model's spec once it is loaded: see ``units_of``."""
+    aging: float = 1.0
+    """Seconds of waiting that raise a request's priority by one level, so none starves."""
     spec: ModelSpec | None = None
     """The model's, once it is loaded: every reply is checked against its declared outputs."""
 
@@ -107,6 +110,7 @@ class Batcher:
         self._loop = asyncio.get_running_loop()
         self._queue: deque[Pending] = deque()
         self._queued_units = 0
+        self._prioritized = 0  # queued requests with a priority above the default (0)
         self._inflight_batches = 0
         self._inflight_requests = 0
         self._inflight_units = 0
@@ -141,9 +145,19 @@ class Batcher:
                 )
         future: asyncio.Future[Outputs] = self._loop.create_future()
         self._queue.append(
-            Pending(request, parameters, future, self._loop.time(), units, signature(request))
+            Pending(
+                request,
+                parameters,
+                future,
+                self._loop.time(),
+                units,
+                signature(request),
+                request.priority,
+            )
         )
         self._queued_units += units
+        if request.priority:
+            self._prioritized += 1
         self._pump()
         return future
 
@@ -195,6 +209,7 @@ class Batcher:
         taken = list(self._queue)
         self._queue.clear()
         self._queued_units = 0
+        self._prioritized = 0
         return taken
 
     def _pump(self) -> None:
@@ -217,8 +232,17 @@ class Batcher:
         """The next batch: the oldest request and, in order, the queued ones it can share a batch
         with (same parameters, same input names, dtypes and non-batch shapes), up to max_batch
         units; the others keep their places. A request marked ``alone`` is a batch by itself.
+        With priorities queued, the queue is first ordered by priority, aged by the wait.
         Deadlines are checked on the way."""
         now = self._loop.time()
+        if self._prioritized:  # highest priority first, a level more per ``aging`` s waited
+            self._queue = deque(
+                sorted(
+                    self._queue,
+                    key=lambda p: p.priority + (now - p.enqueued) / self.aging,
+                    reverse=True,
+                )
+            )
         taken: list[Pending] = []
         kept: deque[Pending] = deque()
         size = 0
@@ -238,6 +262,8 @@ class Batcher:
                     break  # full: what follows waits for the next batch
                 continue
             self._queued_units -= head.units
+            if head.priority:
+                self._prioritized -= 1
             if head.future.done():  # the client gave up
                 continue
             if head.request.deadline is not None and head.request.deadline <= now:

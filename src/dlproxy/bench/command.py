@@ -70,6 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, metavar="N", help="input/arrival seed (default: random, reported)"
     )
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="a header sent with every request (repeatable), e.g. X-Priority:9",
+    )
     parser.add_argument("--json", metavar="OUT", help="write the results as one JSON object")
     parser.add_argument("--plot", metavar="OUT.png", help="latency and throughput over time")
     parser.add_argument(
@@ -128,6 +135,7 @@ def _load_spec(args: argparse.Namespace) -> tuple[loadgen.LoadSpec, InputSource]
         timeout=args.timeout,
         max_outstanding=args.max_outstanding,
         seed=seed,
+        headers=tuple(_header(text) for text in args.header),
     )
     return spec, parse_inputs(args.inputs, seed)
 
@@ -188,3 +196,10 @@ if __name__ == "__main__":  # manual use before the main CLI wires the subcomman
     _parser = argparse.ArgumentParser(prog="dlproxy bench")
     add_arguments(_parser)
     sys.exit(run(_parser.parse_args()))
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        raise ValueError(f"--header takes NAME:VALUE, got {text!r}")
+    return name.strip(), value.strip()

@@ -53,6 +53,8 @@ class LoadSpec:
     timeout: float = 30.0
     max_outstanding: int = 10_000
     seed: int = 0
+    headers: tuple[tuple[str, str], ...] = ()
+    """Sent with every request besides the content type (``X-Priority: 9``, an API key)."""
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -157,6 +159,7 @@ class _Run:
         self.spec = spec
         self.inputs = source.description
         self.url = spec.target
+        self.headers = {**_HEADERS, **dict(spec.headers)}  # built once: sent with every request
         self.arrivals: list[float] = []  # open loop: offsets from the start, built before timing
         if spec.rate is not None:
             self.arrivals = _poisson_offsets(spec.rate, spec.warmup + spec.duration, spec.seed)
@@ -218,7 +221,7 @@ class _Run:
         assert self.session is not None
         status, error, cache, instance = 0, "", None, None
         try:
-            async with self.session.post(self.url, data=body, headers=_HEADERS) as response:
+            async with self.session.post(self.url, data=body, headers=self.headers) as response:
                 await response.read()
                 status = response.status
                 cache = response.headers.get(CACHE_HEADER)

@@ -47,6 +47,7 @@ _ids = itertools.count(1)
 _id_prefix = os.urandom(4).hex()
 
 
+MAX_PRIORITY = 9  # X-Priority / the "priority" parameter: 0 (the default) to 9, 9 served first
 MAX_TIMEOUT_MS = 86_400_000  # a deadline further away is no deadline, and would not fit a float
 
 
@@ -160,6 +161,20 @@ class InferenceApp:
         request.version = version
         if not request.id:  # a KServe body may carry its own id; it is echoed in the body
             request.id = request_id
+        priority = headers.get(b"x-priority")
+        level = (
+            int_header(priority, "X-Priority")
+            if priority is not None
+            else request.parameters.get("priority", 0)
+        )
+        if level:
+            if type(level) is not int or not 0 <= level <= MAX_PRIORITY:
+                raise BadRequest(
+                    f"priority must be an integer from 0 (the default) to {MAX_PRIORITY}, "
+                    f"got {level!r}",
+                    param="priority",
+                )
+            request.priority = level
         session = headers.get(b"x-session-key")
         if session:
             request.session_key = session.decode("latin-1")

@@ -338,3 +338,28 @@ async def test_the_models_own_batch_bound_is_never_exceeded() -> None:
         await asyncio.sleep(0)
     await asyncio.gather(*futures)
     assert worker.sizes() == [1, 1, 1, 1]
+
+
+def prioritized(value: int, priority: int) -> InferenceRequest:
+    r = request(value)
+    r.priority = priority
+    return r
+
+
+async def test_higher_priorities_are_served_first_and_waiting_raises_a_low_one() -> None:
+    worker = HandWorker()
+    b = batcher(worker, max_batch=2, depth=1)
+    b.submit(request(0), {})  # sent at once; the rest queue
+    for value in (1, 2, 3):
+        b.submit(prioritized(value, 0), {})
+    b.submit(prioritized(9, 5), {})
+    b.submit(prioritized(8, 5), {})
+    worker.answer(0)
+    await asyncio.sleep(0)
+    assert worker.sent[1][0]["x"].tolist() == [9, 8]  # ahead of three older ones
+    b.aging = 0.01  # now one level per 10 ms waited
+    await asyncio.sleep(0.06)  # the old ones have earned 5+ levels
+    b.submit(prioritized(7, 5), {})
+    worker.answer(1)
+    await asyncio.sleep(0)
+    assert worker.sent[2][0]["x"].tolist() == [1, 2]  # aged past the fresh priority-5 one

@@ -283,3 +283,25 @@ async def test_binary_nan_and_infinity_are_refused_as_json_ones_are(
     assert response.status_code == 400
     assert "NaN or infinite" in response.json()["error"]
     assert served.instances[0].batches == served.instances[1].batches == []  # nothing computed
+
+
+@pytest.mark.parametrize(
+    ("headers", "parameters", "status"),
+    [
+        ({"X-Priority": "3"}, {}, 200),
+        ({}, {"priority": 3}, 200),
+        ({"X-Priority": "10"}, {}, 400),
+        ({}, {"priority": -1}, 400),
+        ({}, {"priority": "high"}, 400),
+    ],
+)
+async def test_a_priority_comes_from_the_header_or_the_parameters_and_is_checked(
+    served: Served, headers: dict[str, str], parameters: dict[str, Any], status: int
+) -> None:
+    payload = {**body(1), "parameters": parameters} if parameters else body(1)
+    response = await served.client.post(INFER, json=payload, headers=headers)
+    assert response.status_code == status
+    if status == 400:
+        assert "priority must be an integer from 0" in response.json()["error"]
+    else:
+        assert all(p == {} for i in served.instances for p in i.parameters)  # not the model's
