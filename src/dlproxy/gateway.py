@@ -199,9 +199,10 @@ class Gateway:
         versions = self.versions.get(model)
         pool = versions.get(version) if version and versions else self.pools.get(model)
         spec = pool.spec if pool is not None else None
-        tensor = next((t for t in spec.inputs if t.name == name), None) if spec else None
-        if tensor is not None:  # other names are answered once decoded (missing, unexpected)
-            _check_input(name, datatype, shape, tensor)
+        for tensor in spec.inputs if spec is not None else ():
+            if tensor.name == name:  # other names are answered once decoded (missing, ...)
+                _check_input(name, datatype, shape, tensor)
+                break
         if datatype == "BYTES":
             elements = math.prod(shape)
             bound = self.limits.max_items * TEXTS_PER_ITEM

@@ -216,7 +216,9 @@ class Batcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        while self._queue and self._inflight_batches < self.depth:
+        # A prioritized request may go as one batch more than ``depth``: it then waits behind
+        # the batch being computed only, not behind every one the worker holds.
+        while self._queue and self._inflight_batches < self.depth + (self._prioritized > 0):
             if self._inflight_batches > 0 and self._queued_units < self.policy.max_batch:
                 wake = self._queue[0].enqueued + self.policy.max_delay
                 if self._loop.time() < wake:
@@ -253,6 +255,7 @@ class Batcher:
                 or head.signature != taken[0].signature
                 or head.parameters != taken[0].parameters
                 or head.request.alone
+                or head.priority < taken[0].priority  # a priority batch stays small and fast
             ):
                 kept.append(head)
                 if (

@@ -352,14 +352,30 @@ async def test_higher_priorities_are_served_first_and_waiting_raises_a_low_one()
     b.submit(request(0), {})  # sent at once; the rest queue
     for value in (1, 2, 3):
         b.submit(prioritized(value, 0), {})
-    b.submit(prioritized(9, 5), {})
+    b.submit(prioritized(9, 5), {})  # sent at once too: the one batch past depth
     b.submit(prioritized(8, 5), {})
     worker.answer(0)
     await asyncio.sleep(0)
-    assert worker.sent[1][0]["x"].tolist() == [9, 8]  # ahead of three older ones
+    assert [inputs["x"].tolist() for inputs, _, _ in worker.sent] == [[0], [9], [8]]
     b.aging = 0.01  # now one level per 10 ms waited
     await asyncio.sleep(0.06)  # the old ones have earned 5+ levels
     b.submit(prioritized(7, 5), {})
     worker.answer(1)
     await asyncio.sleep(0)
-    assert worker.sent[2][0]["x"].tolist() == [1, 2]  # aged past the fresh priority-5 one
+    assert worker.sent[3][0]["x"].tolist() == [1, 2]  # aged past the fresh priority-5 one
+
+
+async def test_a_prioritized_request_goes_at_once_in_a_batch_of_its_own_level() -> None:
+    worker = HandWorker()
+    b = batcher(worker, max_batch=8, depth=1)
+    b.submit(request(0), {})  # the batch being computed
+    for value in (1, 2, 3):
+        b.submit(request(value), {})  # wait: depth 1 is taken
+    assert worker.sizes() == [1]
+    b.submit(prioritized(9, 5), {})
+    await asyncio.sleep(0.01)
+    assert worker.sizes() == [1, 1] and worker.sent[1][0]["x"].tolist() == [9]  # alone, now
+    worker.answer(0)
+    worker.answer(1)
+    await asyncio.sleep(0.01)
+    assert worker.sent[2][0]["x"].tolist() == [1, 2, 3]
