@@ -115,20 +115,23 @@ def test_two_thousand_slow_connections_leave_other_clients_served(tmp_path: Path
     ).wait_ready()  # defaults: 4,096 connections, 10 s for headers, 30 s between body pieces
 
     async def run() -> tuple[float, float, int]:
+        # Noise only ever adds latency: the best of three short rounds is compared on each side.
         await p99_of_good_clients(server.url, 1.0)  # warm
-        quiet = await p99_of_good_clients(server.url, 3.0)
+        quiet = [await p99_of_good_clients(server.url, 1.5) for _ in range(2)]
         slow = []
         for index in range(2000):  # half never end their headers, half never end their body
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
             writer.write(HEAD if index % 2 else HEAD + b"Content-Length: 1000\r\n\r\n{")
             slow.append((reader, writer))
         try:
-            loaded = await p99_of_good_clients(server.url, 3.0)
+            await asyncio.sleep(0.5)  # the server has read what they sent
+            loaded = [await p99_of_good_clients(server.url, 1.5) for _ in range(3)]
             still_open = sum(not reader.at_eof() for reader, _ in slow)
         finally:
             for _, writer in slow:
                 writer.close()
-        return quiet, loaded, still_open
+        quiet.append(await p99_of_good_clients(server.url, 1.5))
+        return min(quiet), min(loaded), still_open
 
     try:
         quiet, loaded, still_open = asyncio.run(run())

@@ -198,6 +198,15 @@ _INFER_HEADERS = [
         "description": "Echoed in the response; generated when absent.",
         "schema": _STRING,
     },
+    {
+        "name": "X-Priority",
+        "in": "header",
+        "description": (
+            "Served before lower levels waiting for the same instance (0, the default, to 9); "
+            "the KServe parameter 'priority' says the same."
+        ),
+        "schema": {"type": "integer", "minimum": 0, "maximum": 9},
+    },
 ]
 
 _INFER_EXAMPLE = {
