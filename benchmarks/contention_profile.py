@@ -17,7 +17,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).parent))
 from harness import DLPROXY, Serving, run_json
+
+
+def bench(url: str, *extra: str) -> dict[str, Any]:
+    return run_json([*DLPROXY, "bench", url, "--model", "minilm", *extra])
 
 
 def histograms(url: str) -> dict[str, dict[str, float]]:
@@ -72,21 +75,7 @@ def main() -> None:
     with Serving() as server:
         gateway = psutil.Process(server.process.pid)
         workers = gateway.children()
-        run_json(
-            [
-                *DLPROXY,
-                "bench",
-                server.url,
-                "--model",
-                "minilm",
-                "--concurrency",
-                "8",
-                "--duration",
-                "3",
-                "--warmup",
-                "1",
-            ]
-        )  # warm
+        bench(server.url, "--concurrency", "8", "--duration", "3", "--warmup", "1")  # warm
         before = histograms(server.url)
         cpu_before = [cpu_seconds(p) for p in (gateway, *workers)]
         with tempfile.TemporaryDirectory() as folder:
@@ -110,28 +99,11 @@ def main() -> None:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            result: dict[str, Any] = {}
-            thread = threading.Thread(
-                target=lambda: result.update(
-                    run_json(
-                        [
-                            *DLPROXY,
-                            "bench",
-                            server.url,
-                            "--model",
-                            "minilm",
-                            "--concurrency",
-                            str(args.clients),
-                            "--duration",
-                            str(args.duration),
-                            "--warmup",
-                            "0",
-                        ]
-                    )
-                )
+            result = bench(  # py-spy samples the gateway meanwhile
+                server.url,
+                *("--concurrency", str(args.clients), "--duration", str(args.duration)),
+                *("--warmup", "0"),
             )
-            thread.start()
-            thread.join()
             spy.wait(timeout=60)
             frames = hottest(raw.read_text()) if raw.exists() else []
         cpu_after = [cpu_seconds(p) for p in (gateway, *workers)]

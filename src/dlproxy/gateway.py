@@ -545,12 +545,11 @@ def validate(request: InferenceRequest, spec: ModelSpec, limits: Limits) -> None
 def row_fits(row: dict[str, np.ndarray], spec: ModelSpec) -> bool:
     """Whether a cached row could be this model's answer for one item: one row per output and,
     where the model declares its outputs, only those, of their datatypes and shapes."""
-    declared = {t.name: t for t in spec.outputs}
     for name, array in row.items():
         if array.ndim == 0 or array.shape[0] != 1:
             return False
-        if declared:
-            tensor = declared.get(name)
+        if spec.outputs:
+            tensor = spec.output(name)
             if tensor is None or mismatch(datatype_name(array), array.shape, tensor):
                 return False
     return bool(row)

@@ -93,6 +93,13 @@ class ModelSpec:
     """The request parameters the model reads (``truncate``, ...); others never reach it, nor
     its cache keys, nor split its batches. None: it does not say, so it gets them all."""
 
+    def output(self, name: str) -> TensorSpec | None:
+        """The declared output ``name``, or None (outputs are few: a scan beats a dict)."""
+        for tensor in self.outputs:
+            if tensor.name == name:
+                return tensor
+        return None
+
     @property
     def fingerprint(self) -> str:
         """Everything that identifies this model's results: what cache keys are built from."""

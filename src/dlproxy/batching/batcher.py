@@ -379,7 +379,6 @@ def _rows(message: protocol.Result, items: int, spec: ModelSpec | None) -> Outpu
     """The reply's outputs, each with one row per item of the batch and, where the model
     declares the output, of its datatype and shape (else ValueError)."""
     outputs = {name: protocol.from_wire(t) for name, t in message.outputs.items()}
-    declared = {t.name: t for t in spec.outputs} if spec is not None else {}
     for name, array in outputs.items():
         rows = array.shape[0] if array.ndim else 0
         if rows != items:
@@ -387,7 +386,7 @@ def _rows(message: protocol.Result, items: int, spec: ModelSpec | None) -> Outpu
                 f"output '{name}' has {rows} row(s) (shape {list(array.shape)}) for a batch of "
                 f"{items} item(s)"
             )
-        tensor = declared.get(name)
+        tensor = spec.output(name) if spec is not None else None
         if tensor is None:
             continue
         datatype = datatype_name(array)
