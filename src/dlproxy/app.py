@@ -94,7 +94,8 @@ def uvicorn_config(
 
 
 async def serve(settings: Settings) -> None:
-    """Listen at once (not ready until the models are loaded), serve until SIGINT/SIGTERM, drain."""
+    """Listen at once (not ready until the models are loaded; one of several gateways on a port
+    listens once ready), serve until SIGINT/SIGTERM, drain."""
     try:
         service = Service(settings)
     except ValueError as exc:  # a missing repository, a name served twice, a bad policy name
@@ -122,10 +123,17 @@ async def serve(settings: Settings) -> None:
         admin = SecondServer(uvicorn_config(settings, app, settings.admin_port, operator=True))
         admin_serving = asyncio.create_task(admin.serve(), name="admin http server")
         log.info("admin routes, metrics and stats on port %s only", settings.admin_port)
-    serving = asyncio.create_task(server.serve(sockets=sockets), name="http server")
     starting = asyncio.create_task(service.start(), name="start instances")
+    if sockets is not None:
+        # One of several gateways on a shared port: listen only once ready, or the kernel would
+        # hand this one its share of new connections to answer 503 while its models load (at
+        # boot, and after a restart, while the other gateways could serve them).
+        await _started_unless_signalled(server, starting)
+    serving = asyncio.create_task(server.serve(sockets=sockets), name="http server")
     done, _ = await asyncio.wait({serving, starting}, return_when=asyncio.FIRST_COMPLETED)
-    if starting in done and starting.exception() is None:
+    if starting.cancelled():  # a signal while one gateway of several was starting
+        await serving  # should_exit is already set: uvicorn closes at once
+    elif starting in done and starting.exception() is None:
         await serving  # until a signal: uvicorn stops accepting and finishes in-flight requests
     elif starting in done:
         log.error("could not start the instances: %s", starting.exception())
@@ -146,6 +154,18 @@ async def serve(settings: Settings) -> None:
         raise serving.exception()  # type: ignore[misc]
     if starting.done() and not starting.cancelled() and starting.exception() is not None:
         raise SystemExit(1)
+
+
+async def _started_unless_signalled(server: GatewayServer, starting: asyncio.Task[None]) -> None:
+    """Wait for the instances to start; a signal meanwhile stops the start (``serve`` then
+    returns at once: uvicorn sees ``should_exit`` already set)."""
+    with server.capture_signals():
+        while not starting.done() and not server.should_exit:
+            await asyncio.wait({starting}, timeout=0.1)
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
 
 
 @contextlib.contextmanager

@@ -44,14 +44,13 @@ def test_two_gateways_share_one_port_and_stop_together_on_sigterm(tmp_path: Path
         assert len(gateway_pids) == 2
         answered_by: set[int] = set()
         instances: set[str] = set()
-        for i in range(200):  # new connections until both gateways have answered
+        i, until = 0, time.monotonic() + 60
+        while time.monotonic() < until:  # new connections until both gateways have answered
+            i += 1
             with httpx.Client(timeout=10) as client:
                 stats = client.get(f"{server.url}/stats")
             response = infer(server.url, f"hello {i}")
-            if response.status_code == 503:  # that gateway is still starting its worker
-                time.sleep(0.05)
-                continue
-            assert response.status_code == 200, response.text
+            assert response.status_code == 200, response.text  # not 503: each listens when ready
             assert response.json()["outputs"][0]["data"] == [f"hello {i}"]
             answered_by.add(stats.json()["gateway_pid"])
             instances.add(response.headers["x-dlproxy-instance"].split(".")[0])
@@ -77,7 +76,8 @@ def test_two_gateways_share_one_port_and_stop_together_on_sigterm(tmp_path: Path
 def gateway_stats(url: str, gateways: int) -> dict[int, dict[str, object]]:
     """/stats of every gateway, by pid (new connections until each has answered)."""
     seen: dict[int, dict[str, object]] = {}
-    for _ in range(200):
+    until = time.monotonic() + 60  # a gateway listens once its instances are ready
+    while time.monotonic() < until:
         with httpx.Client(timeout=10) as client:
             stats = client.get(f"{url}/stats").json()
         seen[stats["gateway_pid"]] = stats
@@ -96,9 +96,7 @@ def test_gateways_share_results_through_redis(tmp_path: Path) -> None:
             levels = []
             for _ in range(30):  # the same item, each time on a new connection
                 response = infer(server.url, "computed once for both gateways")
-                if response.status_code == 503:  # the other gateway is still starting
-                    time.sleep(0.05)
-                    continue
+                assert response.status_code == 200, response.text
                 assert response.json()["outputs"][0]["data"] == ["computed once for both gateways"]
                 levels.append(response.headers["x-dlproxy-cache"])
             assert levels[0] == "miss" and set(levels[1:]) == {"l2"}
@@ -121,10 +119,14 @@ def test_one_scrape_of_the_admin_port_sums_every_gateway(tmp_path: Path) -> None
         log=tmp_path / "server.log",
     ).wait_ready()
     try:
+        # New connections: the kernel spreads them over the gateways listening, and a gateway
+        # listens once its instance is ready, so none answers 503 while the other starts.
         answered_by: set[str] = set()
-        for i in range(40):  # new connections: the kernel spreads them over both gateways
-            answer = infer(server.url, f"request {i}")
-            assert answer.status_code == 200
+        sent, until = 0, time.monotonic() + 60
+        while sent < 40 or (answered_by != {"g1", "g2"} and time.monotonic() < until):
+            answer = infer(server.url, f"request {sent}")
+            sent += 1
+            assert answer.status_code == 200, answer.text
             answered_by.add(answer.headers["x-dlproxy-instance"].split(".")[0])
         assert answered_by == {"g1", "g2"}
         deadline = time.monotonic() + 20
@@ -136,10 +138,10 @@ def test_one_scrape_of_the_admin_port_sums_every_gateway(tmp_path: Path) -> None
                 for (name, labels), value in found.items()
                 if name == "dlproxy_requests_total" and ("code", "200") in labels
             )
-            if total == 40:
+            if total == sent:
                 break
             time.sleep(0.2)
-        assert total == 40  # every request counted once, whichever gateway answered it
+        assert total == sent  # every request counted once, whichever gateway answered it
         ready = found["dlproxy_instances", (("model", "echo"), ("state", "ready"), ("version", ""))]
         assert ready == 2  # one instance per gateway
         assert found["dlproxy_gateways_scraped", (("result", "ok"),)] == 2
@@ -150,3 +152,29 @@ def test_one_scrape_of_the_admin_port_sums_every_gateway(tmp_path: Path) -> None
         assert httpx.get(f"http://127.0.0.1:{admin}/stats", timeout=10).status_code == 404
     finally:
         assert server.stop(timeout=30) == 0
+
+
+def test_a_restarted_gateway_takes_connections_only_once_ready(tmp_path: Path) -> None:
+    """The supervisor restarts a gateway killed outright; while its new worker starts, the other
+    gateway answers every new connection (before, the newcomer listened at once and answered
+    503 to its share)."""
+    server = Server(
+        "--model", "echo", "--gateways", "2", "--instances", "1", "--cache", "none",
+        log=tmp_path / "server.log",
+    ).wait_ready()  # fmt: skip
+    try:
+        first = set(gateway_stats(server.url, 2))
+        victim = min(first)
+        psutil.Process(victim).kill()
+        codes: list[int] = []
+        until = time.monotonic() + 60
+        while time.monotonic() < until:
+            codes.append(infer(server.url, f"during the restart {len(codes)}").status_code)
+            with httpx.Client(timeout=10) as client:
+                pid = client.get(f"{server.url}/stats").json()["gateway_pid"]
+            if pid not in first:
+                break  # the replacement is serving
+        assert pid not in first, "the killed gateway was not replaced"
+        assert len(codes) > 5 and set(codes) == {200}, codes
+    finally:
+        server.stop()
