@@ -42,7 +42,7 @@ def _exit(signum: int, frame: object) -> None:
 class Serving:
     """``dlproxy serve`` in a subprocess, ready on enter, stopped by its PID on exit."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             # A benchmark stopped with SIGTERM unwinds (and stops its servers) like one stopped
             # with Ctrl-C, instead of leaving them orphaned.
@@ -60,7 +60,8 @@ class Serving:
                 "warning",
                 "--admin-loopback",
                 *args,
-            ]
+            ],
+            env=env,
         )
 
     def __enter__(self) -> Serving:

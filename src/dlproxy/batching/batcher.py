@@ -34,6 +34,10 @@ from dlproxy.errors import (
 from dlproxy.histogram import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
 from dlproxy.types import InferenceRequest, ModelSpec, datatype_name, mismatch
 
+JUST_IN_TIME_LEAD = 0.002
+"""Seconds before a serial instance is expected to be free that its next batch is sent: time
+for the gateway's encode and the worker's decode (see ``Batcher.serial``)."""
+
 Outputs = dict[str, np.ndarray]
 SendBatch = Callable[
     [dict[str, np.ndarray], dict[str, Any]], "asyncio.Future[protocol.Result | protocol.Failure]"
@@ -103,6 +107,11 @@ class Batcher:
     """Seconds of waiting that raise a request's priority by one level, so none starves."""
     spec: ModelSpec | None = None
     """The model's, once it is loaded: every reply is checked against its declared outputs."""
+    serial: bool = False
+    """The instance computes one batch at a time (a local worker): a partial batch behind a busy
+    instance then waits until just before the instance is expected to be free, not only
+    ``max_delay``, since sent earlier it would only wait in the worker, while requests arriving
+    meanwhile could have joined it."""
 
     def __post_init__(self) -> None:
         if self.max_queue_items < 1:
@@ -123,6 +132,9 @@ class Batcher:
         self.latency_ewma = 0.0
         """Seconds from sending a batch to its reply, smoothed: what least-response-time weighs."""
         self._seconds_per_unit = 0.0  # EWMA of batch latency / units: the queue-wait estimate
+        self._compute_per_unit = 0.0  # EWMA of the worker's compute time / units
+        self._held: deque[tuple[float, int]] = deque()  # (sent, units) of each batch in flight
+        self._last_reply = 0.0
         self._idle = asyncio.Event()
         self._idle.set()
         self.open = True
@@ -221,6 +233,8 @@ class Batcher:
         while self._queue and self._inflight_batches < self.depth + (self._prioritized > 0):
             if self._inflight_batches > 0 and self._queued_units < self.policy.max_batch:
                 wake = self._queue[0].enqueued + self.policy.max_delay
+                if self.serial:
+                    wake = max(wake, self._free_at() - JUST_IN_TIME_LEAD)
                 if self._loop.time() < wake:
                     self._timer = self._loop.call_at(wake, self._pump)
                     break
@@ -229,6 +243,14 @@ class Batcher:
             self._idle.clear()
         else:
             self._idle.set()
+
+    def _free_at(self) -> float:
+        """When a serial instance should finish what it holds: the batch computing began at the
+        later of its sending and the last reply, and each batch takes its units' measured cost
+        (0 until one was measured: then only ``max_delay`` applies)."""
+        sent, _ = self._held[0]
+        units = sum(u for _, u in self._held)
+        return max(sent, self._last_reply) + units * self._compute_per_unit
 
     def _take(self) -> list[Pending]:
         """The next batch: the oldest request and, in order, the queued ones it can share a batch
@@ -312,15 +334,19 @@ class Batcher:
         self._inflight_requests += len(batch)
         units = sum(p.units for p in batch)
         self._inflight_units += units
-        reply.add_done_callback(lambda done: self._complete(batch, done, started, units))
+        held = (started, units)
+        self._held.append(held)
+        reply.add_done_callback(lambda done: self._complete(batch, done, held))
 
     def _complete(
         self,
         batch: list[Pending],
         reply: asyncio.Future[protocol.Result | protocol.Failure],
-        started: float,
-        units: int,
+        held: tuple[float, int],
     ) -> None:
+        started, units = held
+        self._held.remove(held)
+        self._last_reply = self._loop.time()
         self._inflight_batches -= 1
         self._inflight_requests -= len(batch)
         self._inflight_units -= units
@@ -341,6 +367,10 @@ class Batcher:
         per_unit = latency / units
         self._seconds_per_unit = (
             per_unit if self._batches == 1 else 0.9 * self._seconds_per_unit + 0.1 * per_unit
+        )
+        compute = (message.load.service_time or latency) / units  # the worker's own figure
+        self._compute_per_unit = (
+            compute if self._batches == 1 else 0.9 * self._compute_per_unit + 0.1 * compute
         )
         self.policy.observe(latency, units)
         self.latency_ewma = (

@@ -59,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input-name", default="text", help="KServe input tensor name (BYTES); default text"
     )
+    parser.add_argument(
+        "--item-shape",
+        default="",
+        metavar="D[,D...]",
+        help="each item's dimensions after the batch axis: 1 sends [N, 1] (Triton's batched "
+        "BYTES inputs); default none: [N]",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="per request")
     parser.add_argument(
         "--max-outstanding",
@@ -132,6 +139,7 @@ def _load_spec(args: argparse.Namespace) -> tuple[loadgen.LoadSpec, InputSource]
         warmup=args.warmup,
         items=args.items,
         input_name=args.input_name,
+        item_shape=_dimensions(args.item_shape),
         timeout=args.timeout,
         max_outstanding=args.max_outstanding,
         seed=seed,
@@ -203,3 +211,15 @@ def _header(text: str) -> tuple[str, str]:
     if not colon or not name.strip():
         raise ValueError(f"--header takes NAME:VALUE, got {text!r}")
     return name.strip(), value.strip()
+
+
+def _dimensions(text: str) -> tuple[int, ...]:
+    if not text.strip():
+        return ()
+    try:
+        dims = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        dims = ()
+    if not dims or min(dims) < 1:
+        raise ValueError(f"--item-shape takes positive integers like 1 or 2,3, got {text!r}")
+    return dims

@@ -50,6 +50,9 @@ class LoadSpec:
     warmup: float = 2.0
     items: int = 1
     input_name: str = "text"
+    item_shape: tuple[int, ...] = ()
+    """Each item's dimensions after the batch axis: ``(1,)`` for servers that take a batched
+    BYTES input as [N, 1] (Triton's models with ``max_batch_size``)."""
     timeout: float = 30.0
     max_outstanding: int = 10_000
     seed: int = 0
@@ -116,12 +119,20 @@ class Recording:
     offered: int  # open loop: arrivals scheduled in the window (closed loop: 0)
 
 
-def encode_body(protocol: str, model: str, input_name: str, sentences: list[str]) -> bytes:
-    """One request body: a KServe v2 BYTES tensor or an OpenAI embeddings request."""
+def encode_body(
+    protocol: str,
+    model: str,
+    input_name: str,
+    sentences: list[str],
+    item_shape: tuple[int, ...] = (),
+) -> bytes:
+    """One request body: a KServe v2 BYTES tensor (of shape [N, *item_shape]) or an OpenAI
+    embeddings request."""
     if protocol == "openai":
         text: str | list[str] = sentences[0] if len(sentences) == 1 else sentences
         return orjson.dumps({"model": model, "input": text})
-    tensor = {"name": input_name, "shape": [len(sentences)], "datatype": "BYTES", "data": sentences}
+    shape = [len(sentences), *item_shape]
+    tensor = {"name": input_name, "shape": shape, "datatype": "BYTES", "data": sentences}
     return orjson.dumps({"inputs": [tensor]})
 
 
@@ -139,7 +150,13 @@ class _Bodies:
         spec, items = self._spec, self._spec.items
         sentences = self._source.take(count * items)
         self._bodies = [
-            encode_body(spec.protocol, spec.model, spec.input_name, sentences[i : i + items])
+            encode_body(
+                spec.protocol,
+                spec.model,
+                spec.input_name,
+                sentences[i : i + items],
+                spec.item_shape,
+            )
             for i in range(0, len(sentences), items)
         ]
         self._next = 0

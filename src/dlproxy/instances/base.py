@@ -89,6 +89,8 @@ class BatchedInstance:
 
     state: str
     spec: ModelSpec | None
+    serial = False
+    """Whether the instance computes one batch at a time (``Batcher.serial``)."""
 
     def __init__(
         self, options: InstanceOptions, default_id: str, on_failure: FailureHandler
@@ -106,6 +108,7 @@ class BatchedInstance:
             options.batching(),
             options.depth,
             options.max_queue_wait,
+            serial=self.serial,
         )
 
     def _send(

@@ -29,6 +29,8 @@ _numbers = itertools.count(1)
 class LocalInstance(BatchedInstance):
     """One worker process serving one model."""
 
+    serial = True  # one batch at a time: the next is sent just before the worker is free
+
     def __init__(
         self,
         context: zmq.asyncio.Context,

@@ -24,6 +24,8 @@ from dlproxy.models.stages import check_stages
 class PipelineInstance(LocalInstance):
     """K stage processes serving one model as one instance."""
 
+    serial = False  # K stages work on K batches at once
+
     def __init__(
         self,
         context: zmq.asyncio.Context,

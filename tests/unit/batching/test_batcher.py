@@ -32,10 +32,11 @@ class HandWorker:
     def sizes(self) -> list[int]:
         return [len(inputs["x"]) for inputs, _, _ in self.sent]
 
-    def answer(self, index: int) -> None:
+    def answer(self, index: int, compute: float = 0.0) -> None:
+        """Answer batch ``index``, as a worker that says it computed for ``compute`` s."""
         inputs, _, future = self.sent[index]
         wire = {"y": protocol.to_wire(inputs["x"] * 10)}
-        future.set_result(protocol.Result(index, wire, protocol.Load()))
+        future.set_result(protocol.Result(index, wire, protocol.Load(service_time=compute)))
 
 
 def request(*values: int, deadline: float | None = None) -> InferenceRequest:
@@ -107,6 +108,34 @@ async def test_a_partial_batch_behind_a_busy_instance_waits_at_most_max_delay() 
     assert worker.sizes() == [1]  # the second waits: one batch is in flight and it is not full
     await asyncio.sleep(0.05)
     assert worker.sizes() == [1, 1]
+
+
+async def test_a_serial_instance_gets_its_next_batch_just_before_it_is_expected_free() -> None:
+    """A worker that computes one batch at a time: a partial batch sent while it computes only
+    waits there, so it waits in the queue instead, where later requests can join it, until
+    just before the batch computing should end (by the worker's measured cost per item)."""
+    worker = HandWorker()
+    b = Batcher(worker, 100, FixedBatching(32, 0.002), depth=2, serial=True)
+    first = b.submit(request(1), {})
+    worker.answer(0, compute=0.3)  # 0.3 s per item, as the worker measured it
+    await first
+    b.submit(request(2), {})  # idle: sent at once, expected to end 0.3 s from now
+    b.submit(request(3), {})
+    await asyncio.sleep(0.05)
+    assert worker.sizes() == [1, 1]  # not sent after max_delay (2 ms): it would only wait there
+    b.submit(request(4), {})
+    b.submit(request(5), {})
+    await asyncio.sleep(0.5)
+    assert worker.sizes() == [1, 1, 3]  # sent before the worker freed, with those that came
+    early = Batcher(worker, 100, FixedBatching(32, 0.002), depth=2, serial=True)
+    first = early.submit(request(1), {})
+    worker.answer(3, compute=10.0)
+    await first
+    early.submit(request(2), {})
+    early.submit(request(3), {})
+    worker.answer(4)  # the estimate said 10 s: the reply came first, and the next goes at once
+    await asyncio.sleep(0)
+    assert worker.sizes()[5:] == [1]
 
 
 async def test_a_full_batch_behind_a_busy_instance_goes_without_waiting() -> None:

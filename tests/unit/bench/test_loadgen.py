@@ -120,6 +120,8 @@ def test_bodies_follow_the_protocol(server: FakeServer) -> None:
     assert len(set(tensor["data"])) == 3
     assert json.loads(encode_body("openai", "m", "text", ["a"])) == {"model": "m", "input": "a"}
     assert json.loads(encode_body("openai", "m", "text", ["a", "b"]))["input"] == ["a", "b"]
+    triton = json.loads(encode_body("kserve", "m", "text", ["a", "b"], (1,)))["inputs"][0]
+    assert (triton["shape"], triton["data"]) == ([2, 1], ["a", "b"])  # Triton's [N, 1] BYTES
 
 
 def test_openai_protocol_posts_embeddings(server: FakeServer) -> None:
