@@ -234,6 +234,7 @@ def instance_options(
         heartbeat_timeout=settings.heartbeat_timeout_s,
         served_as=served_as,
         model_options=model_options,
+        borrow_threads=settings.borrow_threads or 0,
     )
 
 

@@ -69,6 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         kind = _unwrap(field.annotation)
         text = f"{summary(field)} (default: {_shown(name, field)}; env {env_name(name)})"
+        text = text.replace("%", "%%")  # argparse formats help with %: "10%" is not a format
         options: dict[str, Any] = {"dest": name, "default": None, "help": text}
         if kind is bool:
             if field.default is True:

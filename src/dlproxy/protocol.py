@@ -26,6 +26,9 @@ class Batch(msgspec.Struct, tag=True, array_like=True):
     id: int
     inputs: dict[str, WireTensor]
     parameters: dict[str, Any] = {}
+    borrow: bool = False
+    """The gateway's other workers hold nothing: the model may borrow their cores for this one
+    (``Model.borrow_threads``)."""
 
 
 class Stop(msgspec.Struct, tag=True, array_like=True):

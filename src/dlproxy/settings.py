@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     """Worker processes per model; default: chosen from the core count (see ``resolved``)."""
     threads: int | None = None
     """Intra-op threads per worker; default: cores / instances (at least 1)."""
+    borrow_threads: int | None = None
+    """Intra-op threads a worker's batch may use while every other worker of the gateway is idle
+    (a lone request on the whole machine; minilm's ONNX variants); default: the usable cores with
+    one gateway, else 0 (off: a gateway does not see the others' load)."""
     policy: str = "least_connections"
     """Scheduling policy (round_robin, weighted_round_robin, least_connections, ...)."""
     weights: list[float] | None = None
@@ -65,7 +69,9 @@ class Settings(BaseSettings):
     max_batch: int = 32
     """Most items in one batch sent to a worker."""
     max_delay_ms: float = 2.0
-    """Longest a partial batch waits behind a busy instance for more items (an idle one never waits)."""
+    """How long a partial batch waits behind a busy instance for more items (an idle one never
+    waits); behind a local worker, which computes one batch at a time, it waits longer: until
+    just before the batch computing should end, since sent sooner it would only wait there."""
     batching: Literal["fixed", "adaptive"] = "fixed"
     """Batch limit per instance: ``fixed`` at ``max_batch``, or ``adaptive`` (Clipper's AIMD: grows
     while recent batches meet the SLO, shrinks by 10% when they miss; ``max_batch`` is its cap)."""
@@ -364,7 +370,14 @@ class Settings(BaseSettings):
             )
         processes = instances * self.gateways * self.pipeline_stages  # each stage is a process
         threads = self.threads or max(1, cores // max(1, processes))
-        update: dict[str, Any] = {"instances": instances, "threads": threads}
+        borrow = self.borrow_threads
+        if borrow is None:
+            borrow = cores if self.gateways == 1 and self.pipeline_stages == 1 else 0
+        update: dict[str, Any] = {
+            "instances": instances,
+            "threads": threads,
+            "borrow_threads": borrow,
+        }
         if self.model_repository is not None and "models" not in self.model_fields_set:
             update["models"] = []  # the repository's models only
         return self.model_copy(update=update)

@@ -62,12 +62,14 @@ def items(spec: ModelSpec, count: int) -> list[dict[str, np.ndarray]]:
     return [{"x": values[i : i + 1]} for i in range(count)]
 
 
-def compute(model: Model, batch: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def compute(
+    model: Model, batch: list[dict[str, np.ndarray]], borrow: bool = False
+) -> dict[str, np.ndarray]:
     """One batch through the wire format and the worker's ``run_batch``, as served."""
     inputs = {
         name: protocol.to_wire(np.concatenate([item[name] for item in batch])) for name in batch[0]
     }
-    message = protocol.decode_to_worker(protocol.encode(protocol.Batch(1, inputs, {})))
+    message = protocol.decode_to_worker(protocol.encode(protocol.Batch(1, inputs, {}, borrow)))
     assert isinstance(message, protocol.Batch)
     reply = protocol.decode_from_worker(protocol.encode(run_batch(model, message, LoadMeter())))
     assert isinstance(reply, protocol.Result), reply
@@ -105,6 +107,19 @@ def test_result_does_not_depend_on_the_batch(variant: tuple[Model, bool]) -> Non
         assert difference > TOLERANCE, "declared batch-dependent, but measured invariant"
     else:
         assert difference <= TOLERANCE, f"{model.spec.version}: {difference:.3g} > {TOLERANCE}"
+
+
+def test_a_batch_on_borrowed_threads_gets_the_same_result(variant: tuple[Model, bool]) -> None:
+    """A lone request on an idle machine runs on more threads (``Model.borrow_threads``): its
+    result must be the one it gets on the instance's own thread, alone or batched."""
+    model, _ = variant
+    if not model.borrow_threads(2):
+        pytest.skip(f"{model.spec.name}:{model.spec.version} keeps its own threads")
+    rows = items(model.spec, 12)
+    for batch in [[row] for row in rows] + [rows]:
+        own, borrowed = compute(model, batch), compute(model, batch, borrow=True)
+        for name, expected in own.items():
+            assert float(np.abs(borrowed[name] - expected).max()) <= TOLERANCE, name
 
 
 def test_the_default_variants_are_batch_invariant() -> None:

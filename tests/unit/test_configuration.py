@@ -41,6 +41,16 @@ def test_every_setting_has_a_flag_a_variable_a_meaning_and_a_row() -> None:
         assert flags[name].help and "default:" in flags[name].help
 
 
+def test_every_commands_help_can_be_shown() -> None:
+    """argparse formats help text with %: a setting's docstring with "10%" once broke
+    ``dlproxy serve --help``."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices  # type: ignore[attr-defined]
+    for name, command in commands.items():
+        assert command.format_help(), name
+    assert "--borrow-threads" in commands["serve"].format_help()
+
+
 @pytest.mark.parametrize(
     ("flags", "file", "env", "name", "want"),
     [

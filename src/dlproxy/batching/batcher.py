@@ -2,7 +2,9 @@
 
 The rule: an idle instance gets whatever is queued at once (a lone request never waits). While
 ``depth`` batches are in flight nothing more is sent; below that, a partial batch is sent once it is
-full or its oldest request has waited ``max_delay``. Waiting requests are woken by the completion of a
+full or its oldest request has waited ``max_delay`` (behind an instance that computes one batch at
+a time, ``serial``, also not before just ahead of its expected end of the work it holds: sent
+earlier the batch would wait in the worker, closed to requests arriving). Waiting requests are woken by the completion of a
 batch or by one timer, never by polling. The queue is bounded in items: a request that does not fit
 is refused at once.
 

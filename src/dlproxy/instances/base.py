@@ -47,6 +47,9 @@ class InstanceOptions:
     """The name and version the model is served as (a repository entry), else its own."""
     model_options: str = ""
     """A Python model's options (JSON, from its repository ``model.json``): given to ``setup``."""
+    borrow_threads: int = 0
+    """Intra-op threads a local worker's batch may use when no other worker of the gateway holds
+    one (the idle cores); 0 or not above the instance's own: never more than its own."""
 
 
 class Instance(Protocol):

@@ -45,7 +45,7 @@ class WorkerChannel:
         self._reader = asyncio.create_task(self._read(), name=f"read {self.endpoint}")
 
     def send_batch(
-        self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]
+        self, inputs: dict[str, np.ndarray], parameters: dict[str, Any], borrow: bool = False
     ) -> asyncio.Future[protocol.Result | protocol.Failure]:
         """Send one batch; the future resolves with its Result or fails with InstanceFailed."""
         batch_id = next(self._ids)
@@ -56,7 +56,7 @@ class WorkerChannel:
         self._sent_at[batch_id] = time.monotonic()
         wire = {name: protocol.to_wire(array) for name, array in inputs.items()}
         sent = self._socket.send(
-            protocol.encode(protocol.Batch(batch_id, wire, parameters)),
+            protocol.encode(protocol.Batch(batch_id, wire, parameters, borrow)),
             flags=zmq.NOBLOCK,
             copy=False,
         )

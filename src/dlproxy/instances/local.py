@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import zmq.asyncio
 
@@ -30,6 +30,9 @@ class LocalInstance(BatchedInstance):
     """One worker process serving one model."""
 
     serial = True  # one batch at a time: the next is sent just before the worker is free
+    held_here: ClassVar[int] = 0
+    """Batches that every local worker of this gateway process holds: a batch sent while there
+    are none may borrow the idle workers' cores (``InstanceOptions.borrow_threads``)."""
 
     def __init__(
         self,
@@ -57,7 +60,11 @@ class LocalInstance(BatchedInstance):
 
     def _send(self, inputs: Any, parameters: Any) -> Any:
         assert self._channel is not None
-        return self._channel.send_batch(inputs, parameters)
+        borrow = LocalInstance.held_here == 0 and self.options.borrow_threads > self.threads
+        reply = self._channel.send_batch(inputs, parameters, borrow)
+        LocalInstance.held_here += 1
+        reply.add_done_callback(_released)
+        return reply
 
     @property
     def load(self) -> protocol.Load:
@@ -69,6 +76,8 @@ class LocalInstance(BatchedInstance):
         first always holds the gateway's socket)."""
         worker = ["-m", "dlproxy.worker.main", "--endpoint", self._endpoint]
         model = ["--model", self.reference, "--threads", str(self.threads)]
+        if self.options.borrow_threads > self.threads:
+            model += ["--borrow-threads", str(self.options.borrow_threads)]
         if self.options.model_options:
             model += ["--options", self.options.model_options]
         return [[sys.executable, *worker, *model]]
@@ -185,3 +194,7 @@ class LocalInstance(BatchedInstance):
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
         await asyncio.gather(*(p.wait() for p in self._processes))
+
+
+def _released(reply: asyncio.Future[Any]) -> None:
+    LocalInstance.held_here -= 1

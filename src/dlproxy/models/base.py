@@ -36,6 +36,16 @@ class Model(ABC):
     def close(self) -> None:  # noqa: B027  optional: most models hold nothing to release
         """Release what ``load`` took (files, connections, threads); the worker calls it last."""
 
+    borrowing: bool = False
+    """Set by the worker before each batch: it may run on the borrowed threads, if any."""
+
+    def borrow_threads(self, threads: int) -> bool:
+        """Get ready to compute a batch on ``threads`` intra-op threads, more than the instance's
+        own: the cores of the gateway's other workers while they are idle. ``predict`` then uses
+        them while ``borrowing`` is set, with the same results (the arithmetic of each row must
+        not depend on the thread count). True if the model can; the default keeps its threads."""
+        return False
+
 
 def choose_variant(model: str, variant: str | None, variants: tuple[str, ...], default: str) -> str:
     """``variant`` (or ``default``) if ``model`` has it; else an error that lists the ones it has."""

@@ -41,10 +41,13 @@ def cpu_session(
     *,
     memory_patterns: bool = True,
     disabled_optimizers: tuple[str, ...] = (),
+    spinning: bool = True,
 ) -> Any:
     """One sequential ONNX Runtime session on the CPU whose intra-op pool is the instance's
     thread budget, every graph optimisation on (but ``disabled_optimizers``). Models whose every
-    batch has a new shape turn ``memory_patterns`` off: patterns are planned and kept per shape."""
+    batch has a new shape turn ``memory_patterns`` off: patterns are planned and kept per shape.
+    A session on borrowed cores turns ``spinning`` off: its threads sleep, not spin, between runs,
+    so they take nothing from the workers whose cores they borrow."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -53,6 +56,8 @@ def cpu_session(
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.enable_mem_pattern = memory_patterns
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(
         str(path),
         options,

@@ -63,7 +63,12 @@ def die_with_parent() -> None:
 
 
 def serve(
-    endpoint: str, reference: str, threads: int, heartbeat_s: float, options: str = ""
+    endpoint: str,
+    reference: str,
+    threads: int,
+    heartbeat_s: float,
+    options: str = "",
+    borrow_threads: int = 0,
 ) -> None:
     # The gateway owns our lifetime: ignore Ctrl-C sent to the whole process group, die with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -79,6 +84,8 @@ def serve(
     try:
         model = create_model(reference, threads=threads, options=json.loads(options or "{}"))
         model.load()
+        if borrow_threads > threads:
+            model.borrow_threads(borrow_threads)
     except Exception as exc:  # tell the gateway why, so the operator sees it where they look
         lacking = (
             missing(exc, f"model '{reference}'", extra_for(reference))
@@ -115,6 +122,7 @@ def run_batch(
 ) -> protocol.Result | protocol.Failure:
     """One batch from wire tensors to the reply: what a worker does with every batch it gets."""
     started = time.perf_counter()
+    model.borrowing = batch.borrow
     try:
         inputs = {name: protocol.from_wire(t) for name, t in batch.inputs.items()}
         outputs = model.predict(inputs, batch.parameters)
@@ -135,8 +143,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--heartbeat-s", type=float, default=1.0)
     parser.add_argument("--options", default="", help="a Python model's options (JSON)")
+    parser.add_argument(
+        "--borrow-threads", type=int, default=0, help="threads a batch may use on an idle machine"
+    )
     args = parser.parse_args()
-    serve(args.endpoint, args.model, args.threads, args.heartbeat_s, args.options)
+    serve(
+        args.endpoint,
+        args.model,
+        args.threads,
+        args.heartbeat_s,
+        args.options,
+        args.borrow_threads,
+    )
 
 
 if __name__ == "__main__":
