@@ -6,10 +6,11 @@ one fresh sentence per request, after a warm-up. The model alone (``dlproxy benc
 every core's threads) gives the batch-1 latency a lone request is held to.
 
     python benchmarks/contention.py [--clients 1,8,32,128] [--duration 15] \\
-        [--baseline-src DIR] [--triton-python PATH] [--json OUT]
+        [--also 'LABEL=ARGS'] [--baseline-src DIR] [--triton-python PATH] [--json OUT]
 
-``--baseline-src DIR``: also run the dlproxy whose ``src`` folder is DIR (a ``git worktree`` of an
-earlier commit), with this environment's packages. ``--triton-python PATH``: also run
+``--also 'LABEL=ARGS'``: also run this dlproxy with those ``serve`` arguments (repeatable).
+``--baseline-src DIR``: also run the dlproxy whose ``src`` folder is DIR (a ``git worktree`` of
+an earlier commit), with this environment's packages. ``--triton-python PATH``: also run
 ``peers/pytriton_minilm.py`` under that interpreter (an environment with nvidia-pytriton; see
 that file).
 """
@@ -63,11 +64,13 @@ def ladder(url: str, steps: list[int], duration: float, *extra: str) -> dict[str
     return out
 
 
-def dlproxy_ladder(steps: list[int], duration: float, src: Path | None) -> dict[str, Any]:
+def dlproxy_ladder(
+    steps: list[int], duration: float, src: Path | None, *args: str
+) -> dict[str, Any]:
     env = None
     if src is not None:  # the earlier tree's modules win over this checkout's editable install
         env = {**os.environ, "PYTHONPATH": str(src)}
-    with Serving(env=env) as server:
+    with Serving(*args, env=env) as server:
         return ladder(server.url, steps, duration)
 
 
@@ -138,6 +141,13 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32,128")
     parser.add_argument("--duration", type=float, default=15)
     parser.add_argument("--baseline-src", type=Path)
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="LABEL=ARGS",
+        help="this dlproxy again with these serve arguments, e.g. 'no borrowing=--borrow-threads 0'",
+    )
     parser.add_argument("--triton-python")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -145,6 +155,9 @@ def main() -> None:
     minilm.export("int8", quiet=True)
     systems: dict[str, Any] = {}
     systems["dlproxy"] = dlproxy_ladder(steps, args.duration, None)
+    for also in args.also:
+        label, _, extra = also.partition("=")
+        systems[f"dlproxy ({label})"] = dlproxy_ladder(steps, args.duration, None, *extra.split())
     if args.baseline_src is not None:
         systems["dlproxy (baseline)"] = dlproxy_ladder(steps, args.duration, args.baseline_src)
     if args.triton_python:
