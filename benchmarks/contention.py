@@ -6,24 +6,28 @@ one fresh sentence per request, after a warm-up. The model alone (``dlproxy benc
 every core's threads) gives the batch-1 latency a lone request is held to.
 
     python benchmarks/contention.py [--clients 1,8,32,128] [--duration 15] \\
-        [--also 'LABEL=ARGS'] [--baseline-src DIR] [--triton-python PATH] [--json OUT]
+        [--also 'LABEL=ARGS'] [--baseline-src DIR] [--triton-python PATH] [--rounds N] \\
+        [--json OUT]
 
 ``--also 'LABEL=ARGS'``: also run this dlproxy with those ``serve`` arguments (repeatable).
 ``--baseline-src DIR``: also run the dlproxy whose ``src`` folder is DIR (a ``git worktree`` of
 an earlier commit), with this environment's packages. ``--triton-python PATH``: also run
 ``peers/pytriton_minilm.py`` under that interpreter (an environment with nvidia-pytriton; see
-that file).
+that file). ``--rounds N``: every system's ladder N times, in turn; the table shows medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +117,14 @@ def triton_ladder(python: str, steps: list[int], duration: float) -> dict[str, A
         server.wait(60)
 
 
+def median_ladder(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per step, the median of each figure over the rounds."""
+    return {
+        step: {key: statistics.median(r[step][key] for r in results) for key in results[0][step]}
+        for step in results[0]
+    }
+
+
 def markdown(report: dict[str, Any]) -> str:
     systems = list(report["systems"])
     lines = [
@@ -149,24 +161,42 @@ def main() -> None:
         help="this dlproxy again with these serve arguments, e.g. 'no borrowing=--borrow-threads 0'",
     )
     parser.add_argument("--triton-python")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run every system's ladder this many times in turn"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     steps = [int(c) for c in args.clients.split(",")]
     minilm.export("int8", quiet=True)
-    systems: dict[str, Any] = {}
-    systems["dlproxy"] = dlproxy_ladder(steps, args.duration, None)
+    runs: dict[str, Callable[[], dict[str, Any]]] = {
+        "dlproxy": lambda: dlproxy_ladder(steps, args.duration, None)
+    }
     for also in args.also:
         label, _, extra = also.partition("=")
-        systems[f"dlproxy ({label})"] = dlproxy_ladder(steps, args.duration, None, *extra.split())
+        runs[f"dlproxy ({label})"] = functools.partial(
+            dlproxy_ladder, steps, args.duration, None, *extra.split()
+        )
     if args.baseline_src is not None:
-        systems["dlproxy (baseline)"] = dlproxy_ladder(steps, args.duration, args.baseline_src)
+        runs["dlproxy (baseline)"] = lambda: dlproxy_ladder(steps, args.duration, args.baseline_src)
     if args.triton_python:
-        systems["Triton (PyTriton), 2 instances"] = triton_ladder(
+        runs["Triton (PyTriton), 2 instances"] = lambda: triton_ladder(
             args.triton_python, steps, args.duration
         )
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
+    for _ in range(args.rounds):  # in turn, so that the machine's drift hits every system alike
+        for name, run in runs.items():
+            print(name, flush=True)
+            rounds[name].append(run())
+    systems = {name: median_ladder(results) for name, results in rounds.items()}
     cores = os.cpu_count() or 1
     alone = run_json([*DLPROXY, "bench", "--offline", "minilm", "--threads", str(cores)])
-    report = {"clients": steps, "systems": systems, "model_alone": alone}
+    report = {
+        "clients": steps,
+        "rounds": args.rounds,
+        "systems": systems,
+        "each_round": rounds,
+        "model_alone": alone,
+    }
     print(markdown(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -234,6 +234,10 @@ def instance_options(
         heartbeat_timeout=settings.heartbeat_timeout_s,
         served_as=served_as,
         model_options=model_options,
+        by_length=settings.batch_by_length,
+        fair=settings.fair_share,
+        client_weights=settings.client_weights,
+        max_batch_tokens=settings.max_batch_tokens,
         borrow_threads=settings.borrow_threads or 0,
     )
 

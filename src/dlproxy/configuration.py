@@ -28,6 +28,7 @@ FLAGS = {  # settings whose flag is not --<name-with-dashes>: repeated ones read
     "upstreams": "--upstream",
     "api_keys": "--api-key",
     "scale_options": "--scale-option",
+    "client_weights": "--client-weight",
 }
 METAVARS = {
     "models": "NAME[:VARIANT]",
@@ -43,6 +44,7 @@ METAVARS = {
     "admin_token": "TOKEN",
     "forwarded_allow_ips": "IPS",
     "scale_options": "KEY=VALUE",
+    "client_weights": "CLIENT=WEIGHT",
 }
 INTERNAL = frozenset({"gateway_index"})  # set by the gateway supervisor, not by people
 SECRET = "********"

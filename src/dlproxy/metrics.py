@@ -25,6 +25,7 @@ from dlproxy.histogram import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
 from dlproxy.version import __version__
 
 if TYPE_CHECKING:
+    from dlproxy.batching.batcher import BatcherStatistics
     from dlproxy.gateway import Gateway
     from dlproxy.instances.pool import InstancePool
 
@@ -124,6 +125,12 @@ class GatewayCollector(Collector):
             "Resident memory of an instance's worker process, as it last reported.",
             labels=["model", "version", "instance"],
         )
+        tokens = CounterMetricFamily(
+            "dlproxy_batch_tokens",
+            "Tokens a text model ran (kind=real), and the padding it ran beside them to make "
+            "each run rectangular (kind=padding): padding / (real + padding) is the waste.",
+            labels=["model", "version", "kind"],
+        )
         worker_cpu = GaugeMetricFamily(
             "dlproxy_worker_cpu_ratio",
             "CPU an instance's worker used, in cores (1.0 = one core busy), as it last reported.",
@@ -155,6 +162,11 @@ class GatewayCollector(Collector):
                 if instance_id not in {i.id for i in pool.instances}:
                     items.add_metric([name, version, instance_id], n)
             queue.add_metric([name, version], sum(s.queued_requests for s in stats))
+            real = pool.retired_tokens[0] + sum(s.tokens for s in stats)
+            padded = pool.retired_tokens[1] + sum(s.padded_tokens for s in stats)
+            if padded:  # text models only
+                tokens.add_metric([name, version, "real"], real)
+                tokens.add_metric([name, version, "padding"], padded - real)
         yield _histogram(
             "dlproxy_request_duration_seconds",
             "Request latency by stage.",
@@ -173,6 +185,7 @@ class GatewayCollector(Collector):
         yield items
         yield worker_memory
         yield worker_cpu
+        yield tokens
         yield from _traffic_families(g)
         yield from _lifecycle_families(g)
         rejected = CounterMetricFamily(
@@ -411,9 +424,17 @@ def _pool_stats(pool: InstancePool, requests: RequestMetrics) -> dict[str, Any]:
         "instances": Counter(i.state for i in pool.instances),
         "memory_bytes": pool.rss_bytes,
         "items": sum(x.items for x in s) + sum(pool.items_by_instance.values()),
+        "padding_waste": _waste(pool, s),
         "latency_histogram": {"bounds": list(total.bounds), "counts": list(total.counts)},
         "batch_size_histogram": {"bounds": list(batch.bounds), "counts": list(batch.counts)},
     }
+
+
+def _waste(pool: InstancePool, stats: list[BatcherStatistics]) -> float:
+    """Padding's share of the tokens the model ran (0 when it reports none)."""
+    real = pool.retired_tokens[0] + sum(x.tokens for x in stats)
+    padded = pool.retired_tokens[1] + sum(x.padded_tokens for x in stats)
+    return (padded - real) / padded if padded else 0.0
 
 
 def reference() -> str:

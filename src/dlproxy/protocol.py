@@ -64,6 +64,10 @@ class Result(msgspec.Struct, tag=True, array_like=True):
     id: int
     outputs: dict[str, WireTensor]
     load: Load
+    tokens: int = 0
+    """Tokens the model ran for this batch, padding excluded (a text model; else 0)."""
+    padded: int = 0
+    """Tokens the model ran for this batch, padding included: ``padded - tokens`` is waste."""
 
 
 class Failure(msgspec.Struct, tag=True, array_like=True):

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from dlproxy.autoscaling.base import POLICIES as SCALING
@@ -72,6 +72,20 @@ class Settings(BaseSettings):
     """How long a partial batch waits behind a busy instance for more items (an idle one never
     waits); behind a local worker, which computes one batch at a time, it waits longer: until
     just before the batch computing should end, since sent sooner it would only wait there."""
+    batch_by_length: bool = True
+    """Fill each batch with the texts nearest in length to its oldest request's (the rest wait
+    for a batch of their own length), so that short texts are not padded to a paragraph's
+    length; ``dlproxy_batch_tokens`` shows the padding left."""
+    max_batch_tokens: int = 0
+    """Most estimated padded tokens in one batch (items x the longest text's tokens, at 4 bytes a
+    token), as well as ``max_batch`` items; 0: items only. A longer request still goes, alone."""
+    fair_share: bool = True
+    """Share each instance's queue between clients (API key, else address) by weight, in
+    virtual-time order, instead of first come first served: a client sending ten times its share
+    gets its share, and a full queue refuses the client most over its share (429, saying so)."""
+    client_weights: dict[str, float] = Field(default_factory=dict)
+    """Weights of fair shares (default 1): ``ADDRESS=W``, or ``sha256:HEX=W`` for an API key (the
+    first 16 hex digits of the key's SHA-256: ``printf %s KEY | sha256sum | cut -c1-16``)."""
     batching: Literal["fixed", "adaptive"] = "fixed"
     """Batch limit per instance: ``fixed`` at ``max_batch``, or ``adaptive`` (Clipper's AIMD: grows
     while recent batches meet the SLO, shrinks by 10% when they miss; ``max_batch`` is its cap)."""
@@ -218,16 +232,17 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("scale_options", mode="before")
+    @field_validator("scale_options", "client_weights", mode="before")
     @classmethod
-    def _options(cls, value: Any) -> Any:
-        """``["target=4", "window=30"]`` (repeated ``--scale-option``) is a table."""
+    def _options(cls, value: Any, info: ValidationInfo) -> Any:
+        """``["target=4", "window=30"]`` (a repeated flag) is a table."""
         if isinstance(value, list):
             table: dict[str, Any] = {}
             for item in value:
                 key, sep, number = str(item).partition("=")
                 if not sep or not key.strip():
-                    raise ValueError(f"a scaling option is KEY=NUMBER, got {item!r}")
+                    what = "a scaling option" if info.field_name == "scale_options" else "a weight"
+                    raise ValueError(f"{what} is KEY=NUMBER, got {item!r}")
                 table[key.strip()] = number.strip()
             return table
         return value
@@ -338,6 +353,17 @@ class Settings(BaseSettings):
             raise ValueError(f"ray_num_cpus must be > 0, got {self.ray_num_cpus}")
         if self.ray_address and self.backend != "ray":
             raise ValueError("ray_address is set but backend is 'local': add --backend ray")
+        for client, weight in self.client_weights.items():
+            if not weight > 0:
+                raise ValueError(
+                    f"client_weights: the weight of '{client}' must be > 0, got {weight}"
+                )
+        if self.max_batch_tokens < 0:
+            raise ValueError(
+                f"max_batch_tokens must be >= 0 (0: no bound), got {self.max_batch_tokens}"
+            )
+        if self.borrow_threads is not None and self.borrow_threads < 0:
+            raise ValueError(f"borrow_threads must be >= 0 (0: off), got {self.borrow_threads}")
         return self
 
     @model_validator(mode="after")

@@ -122,6 +122,8 @@ class InferenceRequest:
     priority: int = 0
     """Served before lower ones waiting for the same instance (0, the default, to 9); a level
     is added per second waited (``Batcher.aging``), so low ones still get through."""
+    client: str = ""
+    """Who sent it, for fair shares: the verified API key's digest, else the address."""
     alone: bool = False
     """Batched with no other request: set on a retry after the instance holding its batch died
     or hung, so that a request that kills instances shows itself by failing alone."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import httpx
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dlproxy.models.builtin import minilm
 from serving import Server
 
 NAMES = {
@@ -34,7 +36,7 @@ def scrape(server: Server) -> dict[str, list[tuple[dict[str, str], float, str]]]
 def value(families: dict, name: str, sample: str, **labels: str) -> float:
     return sum(
         v
-        for lab, v, n in families[name]
+        for lab, v, n in families.get(name, [])  # a family not yet exposed counts 0
         if n == sample and all(lab.get(k) == x for k, x in labels.items())
     )
 
@@ -89,3 +91,33 @@ def test_stats_json_has_the_same_figures(echo_server: Server) -> None:
     echo = stats["models"]["echo"]
     assert echo["instances"] == {"ready": 2}
     assert echo["items"] == value(families, "dlproxy_model_items", "dlproxy_model_items_total")
+
+
+def test_padding_is_counted_by_tokens_and_its_share_shown_in_stats(minilm_server: Server) -> None:
+    """A batch of a short and a long text pads the short one to the long one's length:
+    ``dlproxy_batch_tokens`` counts the real tokens and the padding, /stats its share."""
+    short, long = "Hi.", "A much longer sentence, with many more words in it than the first one."
+    before = scrape(minilm_server)
+    body = orjson.dumps(
+        {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": [short, long]}]}
+    )
+    reply = httpx.post(f"{minilm_server.url}/v2/models/minilm/infer", content=body, timeout=30)
+    assert reply.status_code == 200
+    after = scrape(minilm_server)
+    sample = "dlproxy_batch_tokens_total"
+
+    def added(kind: str) -> float:
+        return value(after, "dlproxy_batch_tokens", sample, kind=kind) - value(
+            before, "dlproxy_batch_tokens", sample, kind=kind
+        )
+
+    tokenizer = minilm.load_tokenizer()
+    tokenizer.no_padding()
+    lengths = [len(tokenizer.encode(text).ids) for text in (short, long)]  # with [CLS], [SEP]
+    assert added("real") == sum(lengths)
+    assert added("padding") == max(lengths) - min(lengths)
+    stats = httpx.get(f"{minilm_server.url}/stats").json()["models"]["minilm"]
+    totals = {k: value(after, "dlproxy_batch_tokens", sample, kind=k) for k in ("real", "padding")}
+    assert stats["padding_waste"] == pytest.approx(
+        totals["padding"] / (totals["real"] + totals["padding"])
+    )

@@ -19,11 +19,26 @@ from dlproxy.settings import Settings, usable_cores
         ({"gateways": 0}, "gateways must be from 1 to 64, got 0"),
         ({"ray_num_cpus": 0}, "ray_num_cpus must be > 0, got 0.0"),
         ({"ray_address": "10.0.0.1:6379"}, "add --backend ray"),
+        ({"max_batch_tokens": -1}, r"max_batch_tokens must be >= 0 \(0: no bound\), got -1"),
+        ({"borrow_threads": -2}, r"borrow_threads must be >= 0 \(0: off\), got -2"),
+        ({"client_weights": {"10.0.0.7": 0}}, "the weight of '10.0.0.7' must be > 0, got 0"),
+        ({"client_weights": ["10.0.0.7"]}, "a weight is KEY=NUMBER, got '10.0.0.7'"),
     ],
 )
 def test_bad_scale_out_settings_say_what_to_change(values: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         Settings(**values)  # type: ignore[arg-type]
+
+
+def test_client_weights_are_read_from_repeated_flags() -> None:
+    settings = Settings(client_weights=["sha256:0123456789abcdef=3", "10.0.0.7=0.5"])  # type: ignore[arg-type]
+    assert settings.client_weights == {"sha256:0123456789abcdef": 3.0, "10.0.0.7": 0.5}
+
+
+def test_a_lone_batch_borrows_every_core_with_one_gateway_and_none_with_several() -> None:
+    assert Settings().resolved().borrow_threads == usable_cores()
+    assert Settings(gateways=2).resolved().borrow_threads == 0  # it cannot see the other's load
+    assert Settings(borrow_threads=0).resolved().borrow_threads == 0
 
 
 def test_gateways_share_the_cores_instead_of_each_taking_all_of_them() -> None:

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
 
 from dlproxy import protocol
+from dlproxy.batching.fairness import FairShares
 from dlproxy.batching.policy import BatchingPolicy, FixedBatching
 from dlproxy.errors import (
     BadRequest,
@@ -32,6 +34,7 @@ from dlproxy.errors import (
     InstanceFailed,
     ModelError,
     Overloaded,
+    RateLimited,
 )
 from dlproxy.histogram import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
 from dlproxy.types import InferenceRequest, ModelSpec, datatype_name, mismatch
@@ -58,6 +61,27 @@ def units_of(request: InferenceRequest, unit_bytes: int) -> int:
     return items
 
 
+LENGTH_WINDOW = 8
+"""How many batches' worth of the queue's head a batch formed by length picks from: near lengths
+from a long queue without a scan of all of it per batch."""
+
+BYTES_PER_TOKEN = 4
+"""About how many bytes of English text a word-piece token takes: the gateway's estimate of a
+text's tokens before the model tokenizes it (padding and ``max_batch_tokens``)."""
+
+
+def tokens_of(request: InferenceRequest, unit_bytes: int) -> int:
+    """The estimated tokens of the request's longest text (of its longest window, for a model
+    that counts a text by ``unit_bytes``): what a batch holding it is padded to. 0 without text."""
+    for array in request.inputs.values():
+        if array.dtype == object:
+            longest = max((len(item) for item in array.ravel()), default=0)
+            if unit_bytes > 0:
+                longest = min(longest, unit_bytes)
+            return -(-longest // BYTES_PER_TOKEN) + 2  # the model's [CLS] and [SEP]
+    return 0
+
+
 def signature(request: InferenceRequest) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
     """What requests must share to be concatenated into one batch (as Triton requires): input
     names, dtypes and every dimension but the first."""
@@ -76,6 +100,11 @@ class Pending:
     units: int = 1
     signature: tuple[tuple[str, str, tuple[int, ...]], ...] = ()
     priority: int = 0
+    tokens: int = 0
+    """Estimated tokens of its longest text (``tokens_of``); 0: no text."""
+    client: str = ""
+    tag: float = 0.0
+    """Its virtual finish tag (``FairShares.tag``): the order among clients' requests."""
 
 
 @dataclass(slots=True)
@@ -93,6 +122,10 @@ class BatcherStatistics:
     """Seconds from sending a batch to its reply (worker compute plus transport)."""
     batch_size: Histogram
     """Items per batch."""
+    tokens: int = 0
+    """Tokens the model ran, padding excluded (text models that report them)."""
+    padded_tokens: int = 0
+    """Tokens the model ran, padding included."""
 
 
 @dataclass
@@ -109,6 +142,17 @@ class Batcher:
     """Seconds of waiting that raise a request's priority by one level, so none starves."""
     spec: ModelSpec | None = None
     """The model's, once it is loaded: every reply is checked against its declared outputs."""
+    by_length: bool = True
+    """Fill a batch with the texts nearest in length to its oldest request's first (by classes
+    of twice the length), so that short texts are not padded to a long one's length; requests
+    without text keep their order."""
+    max_batch_tokens: int = 0
+    """Most (estimated) padded tokens in one batch: items x the longest one's tokens; 0: no
+    bound. A request over it alone still goes, by itself."""
+    fair: bool = True
+    """Serve the queue in fair-share order between clients (``fairness``), not arrival order."""
+    client_weights: Mapping[str, float] = field(default_factory=dict)
+    """``FairShares.weights``."""
     serial: bool = False
     """The instance computes one batch at a time (a local worker): a partial batch behind a busy
     instance then waits until just before the instance is expected to be free, not only
@@ -122,6 +166,7 @@ class Batcher:
         self._queue: deque[Pending] = deque()
         self._queued_units = 0
         self._prioritized = 0  # queued requests with a priority above the default (0)
+        self.shares = FairShares(self.client_weights)
         self._inflight_batches = 0
         self._inflight_requests = 0
         self._inflight_units = 0
@@ -131,6 +176,8 @@ class Batcher:
         self._queue_wait = Histogram(LATENCY_BUCKETS)
         self._inference = Histogram(LATENCY_BUCKETS)
         self._batch_size = Histogram(SIZE_BUCKETS)
+        self._tokens = 0
+        self._padded_tokens = 0
         self.latency_ewma = 0.0
         """Seconds from sending a batch to its reply, smoothed: what least-response-time weighs."""
         self._seconds_per_unit = 0.0  # EWMA of batch latency / units: the queue-wait estimate
@@ -148,10 +195,12 @@ class Batcher:
         if not self.open:
             raise InstanceFailed("the instance is stopping")
         units = units_of(request, self.unit_bytes)
+        client = request.client
         if self._queued_units + units > self.max_queue_items and self._queue:
-            raise Overloaded(f"the instance queue is full ({self._queued_units} items waiting)")
+            self._make_room(client, units)
         if self.max_queue_wait is not None and self._queue:
-            wait = (self._queued_units + units) * self._seconds_per_unit
+            ahead = self.shares.ahead(client, units) if self.fair else self._queued_units + units
+            wait = ahead * self._seconds_per_unit
             if wait > self.max_queue_wait:
                 raise Overloaded(
                     f"the instance is overloaded (estimated queue wait {wait * 1000:.0f} ms)",
@@ -167,6 +216,11 @@ class Batcher:
                 units,
                 signature(request),
                 request.priority,
+                tokens_of(request, self.unit_bytes)
+                if self.by_length or self.max_batch_tokens
+                else 0,
+                client,
+                self.shares.tag(client, units),
             )
         )
         self._queued_units += units
@@ -212,6 +266,8 @@ class Batcher:
             self._queue_wait,
             self._inference,
             self._batch_size,
+            self._tokens,
+            self._padded_tokens,
         )
 
     async def wait_idle(self) -> None:
@@ -224,7 +280,34 @@ class Batcher:
         self._queue.clear()
         self._queued_units = 0
         self._prioritized = 0
+        self.shares.clear()
         return taken
+
+    def _make_room(self, client: str, units: int) -> None:
+        """The queue is full: refuse the arrival, unless its client is within its fair share
+        and another is over its own; then that one's newest requests give up their places."""
+        victim = self.shares.most_over_share(client, units, self.max_queue_items)
+        if not self.fair or victim is None:
+            raise Overloaded(f"the instance queue is full ({self._queued_units} items waiting)")
+        share = self.shares.share(victim, self.max_queue_items, arriving=client)
+        while self._queued_units + units > self.max_queue_items:
+            theirs = [p for p in self._queue if p.client == victim]
+            if not theirs:
+                break
+            newest = max(theirs, key=lambda p: p.tag)
+            self._queue.remove(newest)
+            self._queued_units -= newest.units
+            if newest.priority:
+                self._prioritized -= 1
+            self.shares.left(victim, newest.units, newest.tag, served=False)
+            if not newest.future.done():
+                newest.future.set_exception(
+                    RateLimited(
+                        "the instance queue is full and this client holds more than its fair "
+                        f"share of it (over {share:.0f} of {self.max_queue_items} items): a "
+                        "client sending less took its place"
+                    )
+                )
 
     def _pump(self) -> None:
         if self._timer is not None:
@@ -255,56 +338,79 @@ class Batcher:
         return max(sent, self._last_reply) + units * self._compute_per_unit
 
     def _take(self) -> list[Pending]:
-        """The next batch: the oldest request and, in order, the queued ones it can share a batch
-        with (same parameters, same input names, dtypes and non-batch shapes), up to max_batch
-        units; the others keep their places. A request marked ``alone`` is a batch by itself.
-        With priorities queued, the queue is first ordered by priority, aged by the wait.
-        Deadlines are checked on the way."""
+        """The next batch: the oldest request and the queued ones it can share a batch with
+        (same parameters, same input names, dtypes and non-batch shapes; with ``by_length``,
+        texts of the nearest lengths first, else in order), up to max_batch units and
+        ``max_batch_tokens``; the others keep their places. A request marked ``alone`` is a
+        batch by itself. With priorities queued, the queue is first ordered by priority, aged by
+        the wait. Deadlines are checked on the way."""
         now = self._loop.time()
         if self._prioritized:  # highest priority first, a level more per ``aging`` s waited
+            fair = self.fair and self.shares.contended
             self._queue = deque(
                 sorted(
                     self._queue,
-                    key=lambda p: p.priority + (now - p.enqueued) / self.aging,
-                    reverse=True,
+                    key=lambda p: (
+                        -(p.priority + int((now - p.enqueued) / self.aging)),
+                        p.tag if fair else p.enqueued,
+                    ),
                 )
             )
-        taken: list[Pending] = []
-        kept: deque[Pending] = deque()
-        size = 0
-        while self._queue:
-            head = self._queue.popleft()
-            if taken and (
-                size + head.units > self.policy.max_batch
-                or head.signature != taken[0].signature
-                or head.parameters != taken[0].parameters
-                or head.request.alone
-                or head.priority < taken[0].priority  # a priority batch stays small and fast
-            ):
-                kept.append(head)
-                if (
-                    size + head.units > self.policy.max_batch
-                    and head.signature == taken[0].signature
-                ):
-                    break  # full: what follows waits for the next batch
+        elif self.fair and self.shares.contended:  # each client's share, by virtual time
+            self._queue = deque(sorted(self._queue, key=lambda p: p.tag))
+        head = None
+        while self._queue and head is None:
+            head = self._live(self._queue.popleft(), now)
+        if head is None:
+            return []
+        taken = [head]
+        if head.request.alone:  # a suspect since its last batch failed: batched with nobody
+            return taken
+        size, longest = head.units, head.tokens
+        window = self.policy.max_batch * (LENGTH_WINDOW if self.by_length and head.tokens else 1)
+        compatible = (
+            (index, p)
+            for index, p in enumerate(self._queue)
+            if p.signature == head.signature
+            and p.parameters == head.parameters
+            and not p.request.alone
+            and p.priority >= head.priority  # a priority batch stays small and fast
+        )
+        candidates = list(islice(compatible, window))
+        if self.by_length and head.tokens:
+            level = head.tokens.bit_length()
+            candidates.sort(key=lambda c: abs(c[1].tokens.bit_length() - level))
+        chosen: set[int] = set()
+        for index, pending in candidates:
+            if size + pending.units > self.policy.max_batch:
+                break  # full: what follows waits for the next batch
+            padded = max(longest, pending.tokens)
+            if self.max_batch_tokens and (size + pending.units) * padded > self.max_batch_tokens:
                 continue
-            self._queued_units -= head.units
-            if head.priority:
-                self._prioritized -= 1
-            if head.future.done():  # the client gave up
-                continue
-            if head.request.deadline is not None and head.request.deadline <= now:
-                head.future.set_exception(
-                    DeadlineExceeded("the request's deadline passed while it was queued")
-                )
-                continue
-            taken.append(head)
-            size += head.units
-            if head.request.alone:  # a suspect since its last batch failed: batched with nobody
-                break
-        kept.extend(self._queue)
-        self._queue = kept
+            chosen.add(index)
+            if self._live(pending, now) is not None:
+                taken.append(pending)
+                size += pending.units
+                longest = padded
+        if chosen:
+            self._queue = deque(p for i, p in enumerate(self._queue) if i not in chosen)
         return taken
+
+    def _live(self, pending: Pending, now: float) -> Pending | None:
+        """A request taken off the queue, or None if its client gave up or its deadline passed
+        (then it is answered here)."""
+        self._queued_units -= pending.units
+        if pending.priority:
+            self._prioritized -= 1
+        self.shares.left(pending.client, pending.units, pending.tag)
+        if pending.future.done():  # the client gave up
+            return None
+        if pending.request.deadline is not None and pending.request.deadline <= now:
+            pending.future.set_exception(
+                DeadlineExceeded("the request's deadline passed while it was queued")
+            )
+            return None
+        return pending
 
     def _send_one(self) -> None:
         batch = self._take()
@@ -386,6 +492,8 @@ class Batcher:
                 if not pending.future.done():
                     pending.future.set_exception(error)
         else:
+            self._tokens += message.tokens
+            self._padded_tokens += message.padded
             try:
                 outputs = _rows(message, items, self.spec)
             except Exception as exc:  # a reply that does not fit the batch answers nobody right

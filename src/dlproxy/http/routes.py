@@ -112,9 +112,10 @@ class InferenceApp:
         request: InferenceRequest | None = None
         body: bytes | None = None
         try:
-            self._admit(scope, headers)
+            client = self._admit(scope, headers)
             body = await self._read_body(headers, receive)
             request = self._request(codec, body, model, headers, request_id, version)
+            request.client = client
             response = await self.gateway.infer(request)
             payload, extra, content_type = codec.encode(response, request)
             extra += [
@@ -134,16 +135,19 @@ class InferenceApp:
             param = getattr(exc, "param", None)
             await _respond(send, status, codec.error(status, message, param), request_id, extra)
 
-    def _admit(self, scope: Scope, headers: dict[bytes, bytes]) -> None:
+    def _admit(self, scope: Scope, headers: dict[bytes, bytes]) -> str:
         """The API key (when keys are configured), then the client's rate limit, keyed on the
-        verified key, else on the address (never on what a client may make up)."""
+        verified key, else on the address (never on what a client may make up). Returns who the
+        client is, for fair shares: ``sha256:`` and 16 hex digits of its key, else its address."""
         client = scope.get("client") or ("", 0)
         if self.auth.keys_required:  # before the rate limit: it keys buckets by credential
             key = self.auth.check_key(headers, client[0])
             if self.limiter is not None:
                 self.limiter.check(key.hex())
-        elif self.limiter is not None:
+            return "sha256:" + key.hex()[:16]
+        if self.limiter is not None:
             self.limiter.check(client[0])
+        return str(client[0])
 
     def _request(
         self,

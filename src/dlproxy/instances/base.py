@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from dlproxy import protocol
@@ -47,6 +47,14 @@ class InstanceOptions:
     """The name and version the model is served as (a repository entry), else its own."""
     model_options: str = ""
     """A Python model's options (JSON, from its repository ``model.json``): given to ``setup``."""
+    by_length: bool = True
+    """``Batcher.by_length``."""
+    fair: bool = True
+    """``Batcher.fair``."""
+    client_weights: dict[str, float] = field(default_factory=dict)
+    """``Batcher.client_weights``."""
+    max_batch_tokens: int = 0
+    """``Batcher.max_batch_tokens``."""
     borrow_threads: int = 0
     """Intra-op threads a local worker's batch may use when no other worker of the gateway holds
     one (the idle cores); 0 or not above the instance's own: never more than its own."""
@@ -111,6 +119,10 @@ class BatchedInstance:
             options.batching(),
             options.depth,
             options.max_queue_wait,
+            by_length=options.by_length,
+            fair=options.fair,
+            client_weights=options.client_weights,
+            max_batch_tokens=options.max_batch_tokens,
             serial=self.serial,
         )
 

@@ -62,6 +62,7 @@ class InstancePool:
         self.failed_starts = 0  # replacements that failed to start (each retried)
         self.last_start_error = ""
         self.items_by_instance: dict[str, int] = {}  # items computed by instances that have left
+        self.retired_tokens = (0, 0)  # (real, padded) tokens run by instances that have left
 
     @property
     def spec(self) -> ModelSpec | None:
@@ -222,7 +223,10 @@ class InstancePool:
     def _forget(self, instance: Instance) -> None:
         self.instances.remove(instance)
         self._attached.discard(instance.id)
-        items = instance.batcher.statistics().items
+        statistics = instance.batcher.statistics()
+        real, padded = self.retired_tokens
+        self.retired_tokens = (real + statistics.tokens, padded + statistics.padded_tokens)
+        items = statistics.items
         if items:  # one metric series per instance that computed something, not per attempt
             self.items_by_instance[instance.id] = items
 

@@ -36,6 +36,12 @@ class Model(ABC):
     def close(self) -> None:  # noqa: B027  optional: most models hold nothing to release
         """Release what ``load`` took (files, connections, threads); the worker calls it last."""
 
+    def tokens(self) -> tuple[int, int]:
+        """(real, padded) tokens the last ``predict`` ran: a text model pads each run to its
+        longest text, and the difference is the padding waste the batcher's lengths avoid.
+        (0, 0) for a model without tokens."""
+        return (0, 0)
+
     borrowing: bool = False
     """Set by the worker before each batch: it may run on the borrowed threads, if any."""
 

@@ -133,7 +133,8 @@ def run_batch(
     except Exception as exc:  # a model bug must not kill the worker
         load = meter.update(time.perf_counter() - started)
         return protocol.Failure(batch.id, f"{type(exc).__name__}: {exc}", False, load)
-    return protocol.Result(batch.id, wire, meter.update(time.perf_counter() - started))
+    load = meter.update(time.perf_counter() - started)
+    return protocol.Result(batch.id, wire, load, *model.tokens())
 
 
 def main() -> None:

@@ -11,8 +11,9 @@ import pytest
 
 from dlproxy import protocol
 from dlproxy.batching.batcher import Batcher, units_of
+from dlproxy.batching.fairness import FairShares
 from dlproxy.batching.policy import FixedBatching
-from dlproxy.errors import BadRequest, DeadlineExceeded, ModelError, Overloaded
+from dlproxy.errors import BadRequest, DeadlineExceeded, ModelError, Overloaded, RateLimited
 from dlproxy.types import InferenceRequest, ModelSpec, TensorSpec
 
 
@@ -408,3 +409,142 @@ async def test_a_prioritized_request_goes_at_once_in_a_batch_of_its_own_level() 
     worker.answer(1)
     await asyncio.sleep(0.01)
     assert worker.sent[2][0]["x"].tolist() == [1, 2, 3]
+
+
+def text_batches(worker: HandWorker) -> list[list[int]]:
+    """The byte lengths of the texts in each batch sent."""
+    return [[len(t) for t in inputs["x"]] for inputs, _, _ in worker.sent]
+
+
+async def test_texts_are_batched_with_the_nearest_lengths_first() -> None:
+    """A queue of short sentences and paragraphs, mixed: each batch after the first takes its
+    oldest request and then the texts of the nearest lengths, not whatever came next, so short
+    texts are not padded to a paragraph's length (a short head fills with short ones)."""
+    worker = HandWorker()
+    b = Batcher(worker, 100, FixedBatching(4, 0.002), depth=1)
+    lengths = [60, 60, 900, 60, 1000, 60, 950, 60, 60]
+    futures = [b.submit(texts(n), {}) for n in lengths]
+    for index in range(3):
+        worker.answer(index)
+        await asyncio.sleep(0)
+    assert text_batches(worker) == [[60], [60, 60, 60, 60], [900, 1000, 950, 60]]
+    for future in futures:
+        await future
+    fifo = HandWorker()
+    b = Batcher(fifo, 100, FixedBatching(4, 0.002), depth=1, by_length=False)
+    for n in lengths:
+        b.submit(texts(n), {})
+    fifo.answer(0)
+    await asyncio.sleep(0)
+    assert text_batches(fifo)[1] == [60, 900, 60, 1000]  # in order: three padded to 1,000 B
+
+
+async def test_a_batch_is_bounded_by_its_padded_tokens_as_well_as_its_items() -> None:
+    """``max_batch_tokens``: items x the longest one's estimated tokens (4 bytes a token, plus
+    2): a 398-byte text is 102 tokens, a 38-byte one 12. A text that does not fit waits for a
+    later batch; one of its own length or shorter may still join."""
+    worker = HandWorker()
+    b = Batcher(worker, 100, FixedBatching(32, 0.002), depth=1, max_batch_tokens=250)
+    b.submit(texts(38), {})  # sent at once
+    futures = [b.submit(texts(n), {}) for n in (398, 38, 38, 398, 398, 38)]
+    for index in range(4):
+        worker.answer(index)
+        await asyncio.sleep(0)
+    # 2 x 102 = 204 tokens (a third long text: 306); then the short ones, 3 x 12 = 36 (with the
+    # long one left: 4 x 102 = 408); then it, alone.
+    assert text_batches(worker)[1:] == [[398, 398], [38, 38, 38], [398]]
+    for future in futures:
+        await future
+
+
+def from_client(client: str, value: int) -> InferenceRequest:
+    r = request(value)
+    r.client = client
+    return r
+
+
+def clients_of(batch: tuple[dict[str, np.ndarray], Any, Any]) -> list[str]:
+    """Values below 100 came from the flood, the others from the light client (see callers)."""
+    return ["flood" if v < 100 else "light" for v in batch[0]["x"].tolist()]
+
+
+async def test_a_flooding_client_does_not_delay_a_light_one_beyond_the_next_batch() -> None:
+    """Virtual time: the light client's requests start at the queue's virtual time, the flood's
+    after its own backlog, so the next batch takes the light ones first; in arrival order
+    (``fair=False``) they would wait behind twelve of the flood's."""
+    for fair, expected in ((True, ["flood", "flood", "light", "light"]), (False, ["flood"] * 4)):
+        worker = HandWorker()
+        b = Batcher(worker, 100, FixedBatching(4, 0.002), depth=1, fair=fair)
+        b.submit(from_client("flood", 0), {})  # sent at once
+        futures = [b.submit(from_client("flood", v), {}) for v in range(1, 13)]
+        futures += [b.submit(from_client("light", 100 + v), {}) for v in range(2)]
+        worker.answer(0)
+        await asyncio.sleep(0)
+        assert sorted(clients_of(worker.sent[1])) == expected
+        for index in range(2, 5):
+            worker.answer(index - 1)
+            await asyncio.sleep(0)
+        worker.answer(4)
+        for future in futures:
+            await future
+
+
+async def test_backlogged_clients_share_batches_by_weight() -> None:
+    """Weights 3 and 1, both backlogged: three of every four items are the heavy client's."""
+    worker = HandWorker()
+    weights = {"flood": 3.0, "light": 1.0}
+    b = Batcher(worker, 100, FixedBatching(4, 0.002), depth=1, client_weights=weights)
+    b.submit(from_client("flood", 0), {})
+    futures = [b.submit(from_client("flood", v), {}) for v in range(1, 13)]
+    futures += [b.submit(from_client("light", 100 + v), {}) for v in range(12)]
+    worker.answer(0)
+    for index in (1, 2):
+        await asyncio.sleep(0)
+        assert sorted(clients_of(worker.sent[index])) == ["flood", "flood", "flood", "light"]
+        worker.answer(index)
+    while len(worker.sent) < 7:
+        await asyncio.sleep(0)
+        worker.answer(len(worker.sent) - 1)
+    for future in futures:
+        await future
+
+
+async def test_a_full_queue_refuses_the_client_most_over_its_share_not_the_newcomer() -> None:
+    """The flood fills the queue; a light client's request takes the place of the flood's newest
+    (refused with 429, saying why); the flood's next one is refused as the queue is full. In
+    arrival order the light client would be the one refused."""
+    worker = HandWorker()
+    b = Batcher(worker, 6, FixedBatching(4, 0.002), depth=1)
+    b.submit(from_client("flood", 0), {})
+    flood = [b.submit(from_client("flood", v), {}) for v in range(1, 7)]
+    light = b.submit(from_client("light", 100), {})
+    assert isinstance(flood[-1].exception(), RateLimited)
+    assert "more than its fair share" in str(flood[-1].exception())
+    with pytest.raises(Overloaded, match="queue is full"):
+        b.submit(from_client("flood", 7), {})
+    worker.answer(0)
+    await asyncio.sleep(0)
+    assert clients_of(worker.sent[1])[0] == "light"
+    for index in range(1, 3):
+        worker.answer(index)
+        await asyncio.sleep(0)
+    assert (await light)["y"].tolist() == [1000]
+    unfair = Batcher(HandWorker(), 6, FixedBatching(4, 0.002), depth=1, fair=False)
+    for v in range(7):
+        unfair.submit(from_client("flood", v), {})
+    with pytest.raises(Overloaded, match="queue is full"):
+        unfair.submit(from_client("light", 100), {})
+
+
+def test_the_wait_estimate_counts_what_fair_order_puts_ahead() -> None:
+    """``max_queue_wait`` weighs a request's place in tag order: a light client behind a
+    backlog of 300 waits for its own item and one of the flood's, not for 300."""
+    shares = FairShares()
+    for _ in range(300):
+        shares.tag("flood", 1)
+    assert shares.ahead("light", 1) == 2
+    assert shares.ahead("flood", 1) == 301
+    shares = FairShares({"light": 4.0})
+    for _ in range(300):
+        shares.tag("flood", 1)
+    assert shares.ahead("light", 4) == 5  # four items at weight 4: one of the flood's per 4

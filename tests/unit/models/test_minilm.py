@@ -12,7 +12,13 @@ from dlproxy.errors import BadRequest
 from dlproxy.models.artifacts import locked
 from dlproxy.models.builtin import minilm
 from dlproxy.models.builtin.corpus import sentences
-from dlproxy.models.builtin.minilm import MiniLM, export, onnx_path, sentence_transformer_reference
+from dlproxy.models.builtin.minilm import (
+    MiniLM,
+    export,
+    load_tokenizer,
+    onnx_path,
+    sentence_transformer_reference,
+)
 from dlproxy.models.registry import create_model
 
 TEXTS = sentences()
@@ -156,3 +162,16 @@ def test_torch_variant_matches_fp32(fp32_vectors: np.ndarray) -> None:
     count = 96
     cosine = (embed(model, TEXTS[:count]) * fp32_vectors[:count]).sum(axis=1)
     assert cosine.min() >= 0.999
+
+
+def test_a_batch_reports_the_tokens_it_ran_and_the_padding_beside_them(int8: MiniLM) -> None:
+    """``tokens()``: real tokens (every text's, with [CLS] and [SEP]) and the padded total (texts
+    x the longest): what ``dlproxy_batch_tokens`` counts."""
+    short, long = "Hi.", "A much longer sentence, with many more words in it than the first one."
+    tokenizer = load_tokenizer()
+    tokenizer.no_padding()
+    lengths = [len(tokenizer.encode(text).ids) for text in (short, long)]
+    int8.predict({"text": as_bytes([short, long])}, {})
+    assert int8.tokens() == (sum(lengths), 2 * max(lengths))
+    int8.predict({"text": as_bytes([long])}, {})
+    assert int8.tokens() == (lengths[1], lengths[1])  # since the last predict only

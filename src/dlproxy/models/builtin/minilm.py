@@ -232,6 +232,7 @@ class MiniLM(Model):
         self._splitter: tuple[Any, chunking.Windowing] | None = None
         self._session: Any = None
         self._borrowed: Any = None  # a session on more threads, for a batch on an idle machine
+        self._tokens = [0, 0]  # (real, padded) tokens since the last predict began
         self._torch_model: Any = None
 
     def load(self) -> None:
@@ -265,7 +266,11 @@ class MiniLM(Model):
     ) -> dict[str, np.ndarray]:
         """Decode the UTF-8 texts, then embed them (and all their windows) as one batch."""
         truncate = truncate_parameter(parameters)
+        self._tokens = [0, 0]
         return {"embedding": self.embed(decode_texts(inputs["text"]), truncate=truncate)}
+
+    def tokens(self) -> tuple[int, int]:
+        return self._tokens[0], self._tokens[1]
 
     def embed(self, texts: Sequence[str], *, truncate: bool = False) -> np.ndarray:
         """(n, 384) float32 unit vectors for ``texts``; long ones chunked unless ``truncate``."""
@@ -275,6 +280,9 @@ class MiniLM(Model):
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """One model run: (windows, 384) unit vectors."""
+        mask = feeds["attention_mask"]
+        self._tokens[0] += int(mask.sum())
+        self._tokens[1] += mask.size
         if self._torch_model is not None:
             import torch
 
