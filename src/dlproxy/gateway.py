@@ -188,6 +188,21 @@ class Gateway:
                     return versions[chosen]
         return self.pool(request.model, request.version)
 
+    def refuse_early(self, model: str, version: str = "", client: str = "") -> None:
+        """Raise Overloaded, before the request's body is read and decoded, when every ready
+        instance of its pool would refuse even one item now (a refusal under overload then
+        costs the gateway next to nothing). A model that splits its traffic, or one not
+        loaded, is left to the full path."""
+        if model in self.splits:
+            return
+        versions = self.versions.get(model)
+        pool = versions.get(version) if version and versions else self.pools.get(model)
+        if pool is None:
+            return
+        refusals = [i.batcher.refusal(client) for i in pool.instances if i.state == "ready"]
+        if refusals and refusals[0] is not None and all(refusals):
+            raise refusals[0]
+
     def check_input(
         self, model: str, name: str, datatype: str, shape: list[int], version: str = ""
     ) -> None:

@@ -76,9 +76,11 @@ class Settings(BaseSettings):
     """Fill each batch with the texts nearest in length to its oldest request's (the rest wait
     for a batch of their own length), so that short texts are not padded to a paragraph's
     length; ``dlproxy_batch_tokens`` shows the padding left."""
-    max_batch_tokens: int = 0
+    max_batch_tokens: int = 1024
     """Most estimated padded tokens in one batch (items x the longest text's tokens, at 4 bytes a
-    token), as well as ``max_batch`` items; 0: items only. A longer request still goes, alone."""
+    token), as well as ``max_batch`` items; 0: items only. A longer request still goes, alone.
+    1,024 suits CPUs (32 sentences; on a mix with paragraphs 5.9x the req/s of no bound,
+    docs/benchmarks.md); a GPU wants more (text-embeddings-inference uses 16,384)."""
     fair_share: bool = True
     """Share each instance's queue between clients (API key, else address) by weight, in
     virtual-time order, instead of first come first served: a client sending ten times its share

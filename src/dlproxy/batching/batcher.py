@@ -196,16 +196,11 @@ class Batcher:
             raise InstanceFailed("the instance is stopping")
         units = units_of(request, self.unit_bytes)
         client = request.client
+        refusal = self.refusal(client, units)
+        if refusal is not None:
+            raise refusal
         if self._queued_units + units > self.max_queue_items and self._queue:
             self._make_room(client, units)
-        if self.max_queue_wait is not None and self._queue:
-            ahead = self.shares.ahead(client, units) if self.fair else self._queued_units + units
-            wait = ahead * self._seconds_per_unit
-            if wait > self.max_queue_wait:
-                raise Overloaded(
-                    f"the instance is overloaded (estimated queue wait {wait * 1000:.0f} ms)",
-                    retry_after=wait,
-                )
         future: asyncio.Future[Outputs] = self._loop.create_future()
         self._queue.append(
             Pending(
@@ -228,6 +223,26 @@ class Batcher:
             self._prioritized += 1
         self._pump()
         return future
+
+    def refusal(self, client: str, units: int = 1) -> Overloaded | None:
+        """Why ``submit`` would refuse ``units`` from ``client`` now, or None; changes nothing,
+        so the gateway can ask before it reads and decodes a body."""
+        if not self._queue:
+            return None
+        if self._queued_units + units > self.max_queue_items and (
+            not self.fair
+            or self.shares.most_over_share(client, units, self.max_queue_items) is None
+        ):
+            return Overloaded(f"the instance queue is full ({self._queued_units} items waiting)")
+        if self.max_queue_wait is not None:
+            ahead = self.shares.ahead(client, units) if self.fair else self._queued_units + units
+            wait = ahead * self._seconds_per_unit
+            if wait > self.max_queue_wait:
+                return Overloaded(
+                    f"the instance is overloaded (estimated queue wait {wait * 1000:.0f} ms)",
+                    retry_after=wait,
+                )
+        return None
 
     @property
     def queued(self) -> int:
@@ -284,11 +299,10 @@ class Batcher:
         return taken
 
     def _make_room(self, client: str, units: int) -> None:
-        """The queue is full: refuse the arrival, unless its client is within its fair share
-        and another is over its own; then that one's newest requests give up their places."""
+        """The queue is full, and the arrival's client within its fair share (``refusal``):
+        the newest requests of the client most over its own give up their places."""
         victim = self.shares.most_over_share(client, units, self.max_queue_items)
-        if not self.fair or victim is None:
-            raise Overloaded(f"the instance queue is full ({self._queued_units} items waiting)")
+        assert victim is not None, "refusal() lets a full queue take only such an arrival"
         share = self.shares.share(victim, self.max_queue_items, arriving=client)
         while self._queued_units + units > self.max_queue_items:
             theirs = [p for p in self._queue if p.client == victim]

@@ -113,6 +113,7 @@ class InferenceApp:
         body: bytes | None = None
         try:
             client = self._admit(scope, headers)
+            self.gateway.refuse_early(model, version, client)
             body = await self._read_body(headers, receive)
             request = self._request(codec, body, model, headers, request_id, version)
             request.client = client

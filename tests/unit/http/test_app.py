@@ -305,3 +305,28 @@ async def test_a_priority_comes_from_the_header_or_the_parameters_and_is_checked
         assert "priority must be an integer from 0" in response.json()["error"]
     else:
         assert all(p == {} for i in served.instances for p in i.parameters)  # not the model's
+
+
+async def test_a_saturated_model_refuses_before_reading_and_decoding_the_body() -> None:
+    """Every instance's queue is full: the next request is refused (503, saying why) before its
+    body is read, so even a body that is not JSON gets the 503, not a 400, and costs no decode."""
+    gateway, instances = await fake_gateway(
+        count=1, instance={"max_queue_items": 1, "depth": 1}, coalesce=False
+    )
+    instances[0].hang = True  # the first batch is held: the second request stays queued
+    transport = httpx.ASGITransport(app=InferenceApp(gateway, 1 << 16))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        deadline = {"X-Request-Timeout-Ms": "1000"}
+        held = [
+            asyncio.create_task(client.post(INFER, json=body(v), headers=deadline)) for v in (1, 2)
+        ]
+        for _ in range(100):  # both reach the instance: one held, one queued
+            await asyncio.sleep(0.01)
+            if instances[0].batcher.queued:
+                break
+        refused = await client.post(INFER, content=b"{ not json")
+        assert refused.status_code == 503
+        assert "the instance queue is full" in refused.json()["error"]
+        assert refused.headers["retry-after"]
+        assert [r.status_code for r in await asyncio.gather(*held)] == [504, 504]
+    await gateway.close(drain_seconds=0.1)
