@@ -2,7 +2,8 @@
 150-250 tokens, in a random order, minilm int8 with the defaults, ``dlproxy bench`` closed loop.
 
 Each setup runs in turn for ``--rounds`` rounds (medians reported): batches in arrival order
-(``--no-batch-by-length``), by length (the default), by length with ``--max-batch-tokens``, and
+without a token bound (as before), by length without one, by length with ``--max-batch-tokens``
+(default 1024, as served by default), and
 with ``--baseline-src DIR`` the dlproxy of an earlier tree. Reported: throughput, p50 / p99, and
 the padding's share of the tokens the model ran (``dlproxy_batch_tokens``; the baseline has no
 such metric).
@@ -115,14 +116,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--duration", type=float, default=15)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--max-batch-tokens", type=int, default=2048)
+    parser.add_argument("--max-batch-tokens", type=int, default=1024)
     parser.add_argument("--baseline-src", type=Path)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     minilm.export("int8", quiet=True)
     setups: dict[str, tuple[Path | None, list[str]]] = {
-        "arrival order": (None, ["--no-batch-by-length"]),
-        "by length": (None, []),
+        "arrival order": (None, ["--no-batch-by-length", "--max-batch-tokens", "0"]),
+        "by length, no token bound": (None, ["--max-batch-tokens", "0"]),
         f"by length, max {args.max_batch_tokens} tokens": (
             None,
             ["--max-batch-tokens", str(args.max_batch_tokens)],

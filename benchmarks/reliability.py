@@ -14,7 +14,12 @@
    unanswered or answered wrong (a checker compares known sentences to their quiet answers).
 
     python benchmarks/reliability.py [--chaos 60] [--overload 60] [--soak 600] [--hostile 60]
-        [--json OUT]
+        [--pin] [--baseline-src DIR] [--json OUT]
+
+``--pin``: in the overload part, the gateway and its workers on CPU 0 and the load generator on
+CPU 1 (``taskset``), so that what the gateway does is seen apart from the generator's cost.
+``--baseline-src DIR``: the overload part also for the dlproxy whose ``src`` is DIR (a ``git
+worktree`` of an earlier commit), in the same sitting.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import random
@@ -42,8 +48,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness import DLPROXY, Serving, free_port, run_json
 
 
-def bench(url: str, *extra: str) -> dict[str, Any]:
-    return run_json([*DLPROXY, "bench", url, "--model", "minilm", "--warmup", "2", *extra])
+def bench(url: str, *extra: str, cpus: str = "") -> dict[str, Any]:
+    """``dlproxy bench`` of minilm; on ``cpus`` only (``taskset -c``), if given."""
+    pinned = ["taskset", "-c", cpus] if cpus else []
+    return run_json([*pinned, *DLPROXY, "bench", url, "--model", "minilm", "--warmup", "2", *extra])
 
 
 def workers(server: Serving) -> list[psutil.Process]:
@@ -70,13 +78,22 @@ def chaos(seconds: float) -> dict[str, Any]:
         return {"kills": len(kills), "bench": result}
 
 
-def overload(seconds: float, max_wait_ms: float) -> dict[str, Any]:
+def overload(
+    seconds: float, max_wait_ms: float, pin: bool = False, src: Path | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    with Serving("--instances", "2", "--max-queue-wait-ms", str(max_wait_ms)) as server:
-        capacity = bench(server.url, "--concurrency", "32", "--duration", "15")["throughput_rps"]
+    env = {**os.environ, "PYTHONPATH": str(src)} if src is not None else None
+    with Serving("--instances", "2", "--max-queue-wait-ms", str(max_wait_ms), env=env) as server:
+        cpus = ""
+        if pin:  # the server's processes on CPU 0, the generator on CPU 1
+            for process in [psutil.Process(server.process.pid), *workers(server)]:
+                process.cpu_affinity([0])
+            cpus = "1"
+        run = functools.partial(bench, server.url, cpus=cpus)
+        capacity = run("--concurrency", "32", "--duration", "15")["throughput_rps"]
         out["capacity_rps"] = capacity
-        out["half"] = bench(server.url, "--rate", str(capacity * 0.5), "--duration", "20")
-        out["triple"] = bench(server.url, "--rate", str(capacity * 3), "--duration", str(seconds))
+        out["half"] = run("--rate", str(capacity * 0.5), "--duration", "20")
+        out["triple"] = run("--rate", str(capacity * 3), "--duration", str(seconds))
     return out
 
 
@@ -321,13 +338,19 @@ def main() -> None:
         default=",".join(Hostility.PARTS),
         help="what the hostile run does, comma-separated (default: all)",
     )
+    parser.add_argument("--pin", action="store_true")
+    parser.add_argument("--baseline-src", type=Path)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     results: dict[str, Any] = {}
     if args.chaos:
         results["chaos"] = chaos(args.chaos)
     if args.overload:
-        results["overload"] = overload(args.overload, args.max_queue_wait_ms)
+        results["overload"] = overload(args.overload, args.max_queue_wait_ms, args.pin)
+        if args.baseline_src is not None:
+            results["overload_baseline"] = overload(
+                args.overload, args.max_queue_wait_ms, args.pin, args.baseline_src
+            )
     if args.soak:
         capacity = results.get("overload", {}).get("capacity_rps")
         rate = 0.7 * capacity if capacity else None
@@ -347,8 +370,12 @@ def table(r: dict[str, Any]) -> str:
             f"| kill -9 of a worker every 10 s, 32 clients | {r['chaos']['kills']} kills, {b['requests']} requests, "
             f"{b['errors']} failed, p99 {b['latency_ms']['p99']:.0f} ms | 0 failed |"
         )
-    if "overload" in r:
-        o = r["overload"]
+    for part in ("overload", "overload_baseline"):
+        if part not in r:
+            continue
+        if part == "overload_baseline":
+            rows.append("| **baseline** (--baseline-src) | | |")
+        o = r[part]
         half, triple = o["half"], o["triple"]
         refusal = triple.get("refusal_latency_ms") or {}
         rows += [
