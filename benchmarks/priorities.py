@@ -4,7 +4,8 @@ in open loop (``--probe-rate``, 20/s) with ``X-Priority: 9``, first alone (quiet
 the same probe without a priority (first come, first served, as before priorities) in the same
 flood. Reported: the probe's p50 / p99 in each, and the flood's throughput.
 
-    python benchmarks/priorities.py [--flood 64] [--probe-rate 20] [--duration 20] [--json OUT]
+    python benchmarks/priorities.py [--flood 64] [--probe-rate 20] [--duration 20] \\
+        [--serve-args '--priority-max-batch 0'] [--json OUT]
 """
 
 from __future__ import annotations
@@ -45,11 +46,12 @@ def main() -> None:
     parser.add_argument("--flood", type=int, default=64)
     parser.add_argument("--probe-rate", type=float, default=20)
     parser.add_argument("--duration", type=float, default=20)
+    parser.add_argument("--serve-args", default="", help="more dlproxy serve arguments")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     probe = ["--rate", str(args.probe_rate)]
     high = [*probe, "--header", "X-Priority:9"]
-    with Serving() as server:
+    with Serving(*args.serve_args.split()) as server:
         quiet = bench(server.url, *high, "--duration", str(args.duration))
         prioritized = under_flood(server.url, args.flood, args.duration, high)
         fifo = under_flood(server.url, args.flood, args.duration, probe)

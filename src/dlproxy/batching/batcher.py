@@ -16,6 +16,7 @@ long text that the model cuts into many windows then takes the room of that many
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -140,6 +141,10 @@ class Batcher:
     """Set from the model's spec once it is loaded: see ``units_of``."""
     aging: float = 1.0
     """Seconds of waiting that raise a request's priority by one level, so none starves."""
+    priority_max_batch: int = 0
+    """While prioritized requests arrive (one in the last ``aging`` s), a batch of the default
+    priority holds at most this many units: a batch computing cannot be preempted, so a
+    prioritized request then waits behind a short one, not a full one. 0: no such cap."""
     spec: ModelSpec | None = None
     """The model's, once it is loaded: every reply is checked against its declared outputs."""
     by_length: bool = True
@@ -166,6 +171,7 @@ class Batcher:
         self._queue: deque[Pending] = deque()
         self._queued_units = 0
         self._prioritized = 0  # queued requests with a priority above the default (0)
+        self._priority_seen = -math.inf  # when a prioritized request last arrived
         self.shares = FairShares(self.client_weights)
         self._inflight_batches = 0
         self._inflight_requests = 0
@@ -221,6 +227,7 @@ class Batcher:
         self._queued_units += units
         if request.priority:
             self._prioritized += 1
+            self._priority_seen = self._loop.time()
         self._pump()
         return future
 
@@ -381,7 +388,10 @@ class Batcher:
         if head.request.alone:  # a suspect since its last batch failed: batched with nobody
             return taken
         size, longest = head.units, head.tokens
-        window = self.policy.max_batch * (LENGTH_WINDOW if self.by_length and head.tokens else 1)
+        limit = self.policy.max_batch
+        if self.priority_max_batch and not head.priority and now - self._priority_seen < self.aging:
+            limit = min(limit, self.priority_max_batch)
+        window = limit * (LENGTH_WINDOW if self.by_length and head.tokens else 1)
         compatible = (
             (index, p)
             for index, p in enumerate(self._queue)
@@ -396,7 +406,7 @@ class Batcher:
             candidates.sort(key=lambda c: abs(c[1].tokens.bit_length() - level))
         chosen: set[int] = set()
         for index, pending in candidates:
-            if size + pending.units > self.policy.max_batch:
+            if size + pending.units > limit:
                 break  # full: what follows waits for the next batch
             padded = max(longest, pending.tokens)
             if self.max_batch_tokens and (size + pending.units) * padded > self.max_batch_tokens:

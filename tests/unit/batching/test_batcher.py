@@ -411,6 +411,27 @@ async def test_a_prioritized_request_goes_at_once_in_a_batch_of_its_own_level() 
     assert worker.sent[2][0]["x"].tolist() == [1, 2, 3]
 
 
+async def test_while_prioritized_requests_arrive_other_batches_stay_short() -> None:
+    """``priority_max_batch``: once a prioritized request arrived, default-priority batches hold
+    at most that many items (a prioritized one then waits behind a short batch), until
+    ``aging`` s pass without another; then they fill to ``max_batch`` again."""
+    worker = HandWorker()
+    b = Batcher(worker, 100, FixedBatching(8, 0.002), depth=1, aging=0.05, priority_max_batch=2)
+    b.submit(request(0), {})  # the batch being computed
+    for value in range(1, 9):
+        b.submit(request(value), {})
+    b.submit(prioritized(9, 50), {})  # goes at once, past the depth
+    await asyncio.sleep(0)
+    worker.answer(0)
+    worker.answer(1)
+    await asyncio.sleep(0)
+    assert worker.sizes()[2] == 2  # short: a prioritized request arrived just now
+    await asyncio.sleep(0.06)  # none for longer than aging
+    worker.answer(2)
+    await asyncio.sleep(0)
+    assert worker.sizes()[3] == 6  # the rest, in one batch again
+
+
 def text_batches(worker: HandWorker) -> list[list[int]]:
     """The byte lengths of the texts in each batch sent."""
     return [[len(t) for t in inputs["x"]] for inputs, _, _ in worker.sent]
