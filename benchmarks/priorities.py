@@ -5,7 +5,7 @@ the same probe without a priority (first come, first served, as before prioritie
 flood. Reported: the probe's p50 / p99 in each, and the flood's throughput.
 
     python benchmarks/priorities.py [--flood 64] [--probe-rate 20] [--duration 20] \\
-        [--serve-args '--priority-max-batch 0'] [--json OUT]
+        [--serve-args '--urgent-max-batch 0'] [--json OUT]
 """
 
 from __future__ import annotations

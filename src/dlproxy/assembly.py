@@ -236,7 +236,7 @@ def instance_options(
         model_options=model_options,
         by_length=settings.batch_by_length,
         fair=settings.fair_share,
-        priority_max_batch=settings.priority_max_batch,
+        urgent_max_batch=settings.urgent_max_batch,
         client_weights=settings.client_weights,
         max_batch_tokens=settings.max_batch_tokens,
         borrow_threads=settings.borrow_threads or 0,

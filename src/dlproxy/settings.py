@@ -81,10 +81,12 @@ class Settings(BaseSettings):
     token), as well as ``max_batch`` items; 0: items only. A longer request still goes, alone.
     1,024 suits CPUs (32 sentences; on a mix with paragraphs 5.9x the req/s of no bound,
     docs/benchmarks.md); a GPU wants more (text-embeddings-inference uses 16,384)."""
-    priority_max_batch: int = 8
-    """While prioritized requests arrive (``X-Priority``; one in the last second), batches of
-    the default priority hold at most this many items, so that a prioritized request waits
-    behind a short batch (a batch computing cannot be preempted); 0: no cap."""
+    urgent_max_batch: int = 8
+    """While urgent requests arrive (one in the last second: a prioritized one, ``X-Priority``,
+    or, with fair shares, one of a client with nothing queued while another holds a full
+    batch's worth), batches of the default priority hold at most this many items, so that an
+    urgent request waits behind a short batch (a batch computing cannot be preempted); 0: no
+    cap."""
     fair_share: bool = True
     """Share each instance's queue between clients (API key, else address) by weight, in
     virtual-time order, instead of first come first served: a client sending ten times its share
@@ -364,9 +366,9 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"client_weights: the weight of '{client}' must be > 0, got {weight}"
                 )
-        if self.priority_max_batch < 0:
+        if self.urgent_max_batch < 0:
             raise ValueError(
-                f"priority_max_batch must be >= 0 (0: no cap), got {self.priority_max_batch}"
+                f"urgent_max_batch must be >= 0 (0: no cap), got {self.urgent_max_batch}"
             )
         if self.max_batch_tokens < 0:
             raise ValueError(

@@ -21,7 +21,7 @@ from dlproxy.settings import Settings, usable_cores
         ({"ray_address": "10.0.0.1:6379"}, "add --backend ray"),
         ({"max_batch_tokens": -1}, r"max_batch_tokens must be >= 0 \(0: no bound\), got -1"),
         ({"borrow_threads": -2}, r"borrow_threads must be >= 0 \(0: off\), got -2"),
-        ({"priority_max_batch": -1}, r"priority_max_batch must be >= 0 \(0: no cap\), got -1"),
+        ({"urgent_max_batch": -1}, r"urgent_max_batch must be >= 0 \(0: no cap\), got -1"),
         ({"client_weights": {"10.0.0.7": 0}}, "the weight of '10.0.0.7' must be > 0, got 0"),
         ({"client_weights": ["10.0.0.7"]}, "a weight is KEY=NUMBER, got '10.0.0.7'"),
     ],

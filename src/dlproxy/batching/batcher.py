@@ -141,10 +141,11 @@ class Batcher:
     """Set from the model's spec once it is loaded: see ``units_of``."""
     aging: float = 1.0
     """Seconds of waiting that raise a request's priority by one level, so none starves."""
-    priority_max_batch: int = 0
-    """While prioritized requests arrive (one in the last ``aging`` s), a batch of the default
-    priority holds at most this many units: a batch computing cannot be preempted, so a
-    prioritized request then waits behind a short one, not a full one. 0: no such cap."""
+    urgent_max_batch: int = 0
+    """While urgent requests arrive (one in the last ``aging`` s: a prioritized one, or with
+    ``fair`` one of a client with nothing queued while another holds a batch's worth), a batch
+    of the default priority holds at most this many units: a batch computing cannot be
+    preempted, so an urgent request then waits behind a short one, not a full one. 0: no cap."""
     spec: ModelSpec | None = None
     """The model's, once it is loaded: every reply is checked against its declared outputs."""
     by_length: bool = True
@@ -171,7 +172,7 @@ class Batcher:
         self._queue: deque[Pending] = deque()
         self._queued_units = 0
         self._prioritized = 0  # queued requests with a priority above the default (0)
-        self._priority_seen = -math.inf  # when a prioritized request last arrived
+        self._urgent_seen = -math.inf  # when an urgent request last arrived
         self.shares = FairShares(self.client_weights)
         self._inflight_batches = 0
         self._inflight_requests = 0
@@ -225,9 +226,12 @@ class Batcher:
             )
         )
         self._queued_units += units
+        if request.priority or (
+            self.fair and self.shares.light(client, units, self.policy.max_batch)
+        ):
+            self._urgent_seen = self._loop.time()
         if request.priority:
             self._prioritized += 1
-            self._priority_seen = self._loop.time()
         self._pump()
         return future
 
@@ -389,8 +393,8 @@ class Batcher:
             return taken
         size, longest = head.units, head.tokens
         limit = self.policy.max_batch
-        if self.priority_max_batch and not head.priority and now - self._priority_seen < self.aging:
-            limit = min(limit, self.priority_max_batch)
+        if self.urgent_max_batch and not head.priority and now - self._urgent_seen < self.aging:
+            limit = min(limit, self.urgent_max_batch)
         window = limit * (LENGTH_WINDOW if self.by_length and head.tokens else 1)
         compatible = (
             (index, p)

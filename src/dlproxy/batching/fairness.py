@@ -64,6 +64,15 @@ class FairShares:
                 c: tag for c, tag in self._finish.items() if c in self.queued or tag > self.virtual
             }
 
+    def light(self, client: str, units: int, backlog: int) -> bool:
+        """Whether the request of ``units`` just tagged is all ``client`` has queued while
+        another client holds ``backlog`` units or more: a light client behind a heavy one."""
+        return (
+            self.contended
+            and self.queued.get(client, 0) == units
+            and any(q >= backlog for c, q in self.queued.items() if c != client)
+        )
+
     def clear(self) -> None:
         self.queued.clear()
         self._finish.clear()

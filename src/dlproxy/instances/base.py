@@ -51,8 +51,8 @@ class InstanceOptions:
     """``Batcher.by_length``."""
     fair: bool = True
     """``Batcher.fair``."""
-    priority_max_batch: int = 0
-    """``Batcher.priority_max_batch``."""
+    urgent_max_batch: int = 0
+    """``Batcher.urgent_max_batch``."""
     client_weights: dict[str, float] = field(default_factory=dict)
     """``Batcher.client_weights``."""
     max_batch_tokens: int = 0
@@ -123,7 +123,7 @@ class BatchedInstance:
             options.max_queue_wait,
             by_length=options.by_length,
             fair=options.fair,
-            priority_max_batch=options.priority_max_batch,
+            urgent_max_batch=options.urgent_max_batch,
             client_weights=options.client_weights,
             max_batch_tokens=options.max_batch_tokens,
             serial=self.serial,

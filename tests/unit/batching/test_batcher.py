@@ -412,11 +412,11 @@ async def test_a_prioritized_request_goes_at_once_in_a_batch_of_its_own_level() 
 
 
 async def test_while_prioritized_requests_arrive_other_batches_stay_short() -> None:
-    """``priority_max_batch``: once a prioritized request arrived, default-priority batches hold
+    """``urgent_max_batch``: once a prioritized request arrived, default-priority batches hold
     at most that many items (a prioritized one then waits behind a short batch), until
     ``aging`` s pass without another; then they fill to ``max_batch`` again."""
     worker = HandWorker()
-    b = Batcher(worker, 100, FixedBatching(8, 0.002), depth=1, aging=0.05, priority_max_batch=2)
+    b = Batcher(worker, 100, FixedBatching(8, 0.002), depth=1, aging=0.05, urgent_max_batch=2)
     b.submit(request(0), {})  # the batch being computed
     for value in range(1, 9):
         b.submit(request(value), {})
@@ -569,3 +569,20 @@ def test_the_wait_estimate_counts_what_fair_order_puts_ahead() -> None:
     for _ in range(300):
         shares.tag("flood", 1)
     assert shares.ahead("light", 4) == 5  # four items at weight 4: one of the flood's per 4
+
+
+async def test_a_light_client_behind_a_heavy_one_keeps_the_heavy_ones_batches_short() -> None:
+    """With fair shares, a request of a client with nothing queued, while another holds a
+    batch's worth, is urgent as a prioritized one is: the next batches stay short."""
+    worker = HandWorker()
+    b = Batcher(worker, 100, FixedBatching(4, 0.002), depth=1, urgent_max_batch=2)
+    b.submit(from_client("flood", 0), {})
+    for v in range(1, 9):
+        b.submit(from_client("flood", v), {})
+    b.submit(from_client("light", 100), {})
+    worker.answer(0)
+    await asyncio.sleep(0)
+    assert clients_of(worker.sent[1]) == ["light", "flood"]  # short, the light one first
+    worker.answer(1)
+    await asyncio.sleep(0)
+    assert len(worker.sent[2][0]["x"]) == 2
