@@ -1,7 +1,8 @@
 """Fair shares under a flood (#17 item 4): minilm with the defaults and four API keys. Two good
 clients send fresh sentences in open loop (``--good-rate`` each, 25/s), first alone (quiet), then
 while a third client floods the server back to back over ``--flood`` connections (64: far more
-than its share); the same with ``--no-fair-share`` (first come, first served, as before). The
+than its share); the same with ``--urgent-max-batch 0`` (the flood's batches not kept short)
+and with ``--no-fair-share`` (first come, first served, as before). The
 fourth key is unused. Reported: the good clients' p50 / p99 (the worse of the two) against the
 quiet figure, their refusals, and the flood's throughput and refusals.
 
@@ -81,7 +82,12 @@ def main() -> None:
     args = parser.parse_args()
     keys = [arg for key in KEYS for arg in ("--api-key", key)]
     results: dict[str, Any] = {}
-    for label, extra in (("fair shares", []), ("first come, first served", ["--no-fair-share"])):
+    setups = (
+        ("fair shares", []),
+        ("fair shares, no urgent cap", ["--urgent-max-batch", "0"]),
+        ("first come, first served", ["--no-fair-share"]),
+    )
+    for label, extra in setups:
         with Serving(*keys, *extra) as server:
             quiet = good_clients(server.url, args.good_rate, args.duration)
             results[label] = {

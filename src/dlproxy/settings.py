@@ -83,8 +83,8 @@ class Settings(BaseSettings):
     docs/benchmarks.md); a GPU wants more (text-embeddings-inference uses 16,384)."""
     urgent_max_batch: int = 8
     """While urgent requests arrive (one in the last second: a prioritized one, ``X-Priority``,
-    or, with fair shares, one of a client with nothing queued while another holds a full
-    batch's worth), batches of the default priority hold at most this many items, so that an
+    or, with fair shares, one of a client with nothing queued while another holds more than
+    this), batches of the default priority hold at most this many items, so that an
     urgent request waits behind a short batch (a batch computing cannot be preempted); 0: no
     cap."""
     fair_share: bool = True

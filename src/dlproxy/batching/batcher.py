@@ -143,7 +143,7 @@ class Batcher:
     """Seconds of waiting that raise a request's priority by one level, so none starves."""
     urgent_max_batch: int = 0
     """While urgent requests arrive (one in the last ``aging`` s: a prioritized one, or with
-    ``fair`` one of a client with nothing queued while another holds a batch's worth), a batch
+    ``fair`` one of a client with nothing queued while another holds more than this), a batch
     of the default priority holds at most this many units: a batch computing cannot be
     preempted, so an urgent request then waits behind a short one, not a full one. 0: no cap."""
     spec: ModelSpec | None = None
@@ -227,7 +227,9 @@ class Batcher:
         )
         self._queued_units += units
         if request.priority or (
-            self.fair and self.shares.light(client, units, self.policy.max_batch)
+            self.fair
+            and self.urgent_max_batch
+            and self.shares.light(client, units, self.urgent_max_batch)
         ):
             self._urgent_seen = self._loop.time()
         if request.priority:

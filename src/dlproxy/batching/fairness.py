@@ -66,11 +66,11 @@ class FairShares:
 
     def light(self, client: str, units: int, backlog: int) -> bool:
         """Whether the request of ``units`` just tagged is all ``client`` has queued while
-        another client holds ``backlog`` units or more: a light client behind a heavy one."""
+        another client holds more than ``backlog`` units: a light client behind a heavy one."""
         return (
             self.contended
             and self.queued.get(client, 0) == units
-            and any(q >= backlog for c, q in self.queued.items() if c != client)
+            and any(q > backlog for c, q in self.queued.items() if c != client)
         )
 
     def clear(self) -> None:
