@@ -365,12 +365,13 @@ class Batcher:
         return max(sent, self._last_reply) + units * self._compute_per_unit
 
     def _take(self) -> list[Pending]:
-        """The next batch: the oldest request and the queued ones it can share a batch with
-        (same parameters, same input names, dtypes and non-batch shapes; with ``by_length``,
-        texts of the nearest lengths first, else in order), up to max_batch units and
-        ``max_batch_tokens``; the others keep their places. A request marked ``alone`` is a
-        batch by itself. With priorities queued, the queue is first ordered by priority, aged by
-        the wait. Deadlines are checked on the way."""
+        """The next batch: the first request (the oldest; with several clients queued, the
+        lowest virtual tag of ``fairness``; with priorities queued, the highest level, aged by
+        the wait) and the queued ones it can share a batch with (same parameters, same input
+        names, dtypes and non-batch shapes; with ``by_length``, texts of the nearest lengths
+        first, else in order), up to max_batch units (``urgent_max_batch`` while urgent
+        requests arrive) and ``max_batch_tokens``; the others keep their places. A request
+        marked ``alone`` is a batch by itself. Deadlines are checked on the way."""
         now = self._loop.time()
         if self._prioritized:  # highest priority first, a level more per ``aging`` s waited
             fair = self.fair and self.shares.contended
