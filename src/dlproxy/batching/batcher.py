@@ -92,7 +92,7 @@ def signature(request: InferenceRequest) -> tuple[tuple[str, str, tuple[int, ...
     )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # equal only to itself: the queue removes by identity
 class Pending:
     request: InferenceRequest
     parameters: dict[str, Any]

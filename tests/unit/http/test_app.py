@@ -18,6 +18,7 @@ from dlproxy.caching.base import MemoryCache
 from dlproxy.caching.tiered import TieredCache
 from dlproxy.errors import InstanceFailed, ModelError
 from dlproxy.gateway import Gateway
+from dlproxy.http.auth import Authenticator
 from dlproxy.http.routes import InferenceApp
 from fakes import FakeInstance, fake_gateway
 
@@ -329,4 +330,35 @@ async def test_a_saturated_model_refuses_before_reading_and_decoding_the_body() 
         assert "the instance queue is full" in refused.json()["error"]
         assert refused.headers["retry-after"]
         assert [r.status_code for r in await asyncio.gather(*held)] == [504, 504]
+    await gateway.close(drain_seconds=0.1)
+
+
+async def test_fair_shares_tell_clients_apart_by_their_verified_api_key() -> None:
+    """Two API keys from the same address: the first fills the instance's queue; the second's
+    request still gets a place, and the first key's newest is refused (429, naming the fair
+    share), so the shares key on the verified credential, not the address."""
+    gateway, instances = await fake_gateway(
+        count=1, instance={"max_queue_items": 2, "depth": 1}, coalesce=False
+    )
+    instances[0].hang = True
+    app = InferenceApp(gateway, 1 << 16, auth=Authenticator(["key-of-a", "key-of-b"]))
+    transport = httpx.ASGITransport(app=app)
+
+    def headers(key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}", "X-Request-Timeout-Ms": "1000"}
+
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        heavy = []
+        for v in (1, 2, 3):  # one held by the instance, two queued: the queue is full
+            heavy.append(
+                asyncio.create_task(client.post(INFER, json=body(v), headers=headers("key-of-a")))
+            )
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                if instances[0].batcher.queued == min(v - 1, 2):
+                    break
+        light = asyncio.create_task(client.post(INFER, json=body(9), headers=headers("key-of-b")))
+        answers = await asyncio.gather(*heavy, light)
+    assert [a.status_code for a in answers] == [504, 504, 429, 504]
+    assert "more than its fair share" in answers[2].json()["error"]
     await gateway.close(drain_seconds=0.1)
