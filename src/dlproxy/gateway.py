@@ -193,15 +193,23 @@ class Gateway:
         instance of its pool would refuse even one item now (a refusal under overload then
         costs the gateway next to nothing). A model that splits its traffic, or one not
         loaded, is left to the full path."""
-        if model in self.splits:
+        pool = self._pool_named(model, version)
+        if model in self.splits or pool is None:
             return
+        first: Overloaded | None = None
+        for instance in pool.instances:
+            if instance.state == "ready":
+                refusal = instance.batcher.refusal(client)
+                if refusal is None:
+                    return  # this one would take it
+                first = first or refusal
+        if first is not None:
+            raise first
+
+    def _pool_named(self, model: str, version: str) -> InstancePool | None:
+        """The pool a route names, if it is served: the version, else the model's default."""
         versions = self.versions.get(model)
-        pool = versions.get(version) if version and versions else self.pools.get(model)
-        if pool is None:
-            return
-        refusals = [i.batcher.refusal(client) for i in pool.instances if i.state == "ready"]
-        if refusals and refusals[0] is not None and all(refusals):
-            raise refusals[0]
+        return versions.get(version) if version and versions else self.pools.get(model)
 
     def check_input(
         self, model: str, name: str, datatype: str, shape: list[int], version: str = ""
@@ -211,8 +219,7 @@ class Gateway:
         it is loaded (an unknown model is answered later, or loaded on demand); what is left
         (input names) is ``validate``'s."""
         _check_items(shape[0] if shape else 0, self.limits)
-        versions = self.versions.get(model)
-        pool = versions.get(version) if version and versions else self.pools.get(model)
+        pool = self._pool_named(model, version)
         spec = pool.spec if pool is not None else None
         for tensor in spec.inputs if spec is not None else ():
             if tensor.name == name:  # other names are answered once decoded (missing, ...)

@@ -162,8 +162,7 @@ class GatewayCollector(Collector):
                 if instance_id not in {i.id for i in pool.instances}:
                     items.add_metric([name, version, instance_id], n)
             queue.add_metric([name, version], sum(s.queued_requests for s in stats))
-            real = pool.retired_tokens[0] + sum(s.tokens for s in stats)
-            padded = pool.retired_tokens[1] + sum(s.padded_tokens for s in stats)
+            real, padded = _tokens(pool, stats)
             if padded:  # text models only
                 tokens.add_metric([name, version, "real"], real)
                 tokens.add_metric([name, version, "padding"], padded - real)
@@ -430,10 +429,15 @@ def _pool_stats(pool: InstancePool, requests: RequestMetrics) -> dict[str, Any]:
     }
 
 
+def _tokens(pool: InstancePool, stats: list[BatcherStatistics]) -> tuple[int, int]:
+    """(real, padded) tokens the pool's model ran, instances that have left included."""
+    real, padded = pool.retired_tokens
+    return real + sum(x.tokens for x in stats), padded + sum(x.padded_tokens for x in stats)
+
+
 def _waste(pool: InstancePool, stats: list[BatcherStatistics]) -> float:
     """Padding's share of the tokens the model ran (0 when it reports none)."""
-    real = pool.retired_tokens[0] + sum(x.tokens for x in stats)
-    padded = pool.retired_tokens[1] + sum(x.padded_tokens for x in stats)
+    real, padded = _tokens(pool, stats)
     return (padded - real) / padded if padded else 0.0
 
 

@@ -76,7 +76,7 @@ def tokens_of(request: InferenceRequest, unit_bytes: int) -> int:
     that counts a text by ``unit_bytes``): what a batch holding it is padded to. 0 without text."""
     for array in request.inputs.values():
         if array.dtype == object:
-            longest = max((len(item) for item in array.ravel()), default=0)
+            longest = max(map(len, array.ravel()), default=0)
             if unit_bytes > 0:
                 longest = min(longest, unit_bytes)
             return -(-longest // BYTES_PER_TOKEN) + 2  # the model's [CLS] and [SEP]

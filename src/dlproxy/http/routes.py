@@ -137,18 +137,16 @@ class InferenceApp:
             await _respond(send, status, codec.error(status, message, param), request_id, extra)
 
     def _admit(self, scope: Scope, headers: dict[bytes, bytes]) -> str:
-        """The API key (when keys are configured), then the client's rate limit, keyed on the
-        verified key, else on the address (never on what a client may make up). Returns who the
-        client is, for fair shares: ``sha256:`` and 16 hex digits of its key, else its address."""
-        client = scope.get("client") or ("", 0)
+        """Who the client is: ``sha256:`` and 16 hex digits of its verified API key (when keys
+        are configured), else its address, never what a client may make up. Its rate limit and
+        its fair share both key on that."""
+        address = str((scope.get("client") or ("", 0))[0])
+        client = address
         if self.auth.keys_required:  # before the rate limit: it keys buckets by credential
-            key = self.auth.check_key(headers, client[0])
-            if self.limiter is not None:
-                self.limiter.check(key.hex())
-            return "sha256:" + key.hex()[:16]
+            client = "sha256:" + self.auth.check_key(headers, address).hex()[:16]
         if self.limiter is not None:
-            self.limiter.check(client[0])
-        return str(client[0])
+            self.limiter.check(client)
+        return client
 
     def _request(
         self,
