@@ -92,9 +92,19 @@ def overload(
         run = functools.partial(bench, server.url, cpus=cpus)
         capacity = run("--concurrency", "32", "--duration", "15")["throughput_rps"]
         out["capacity_rps"] = capacity
-        out["half"] = run("--rate", str(capacity * 0.5), "--duration", "20")
-        out["triple"] = run("--rate", str(capacity * 3), "--duration", str(seconds))
+        for part, rate, duration in (("half", 0.5, 20.0), ("triple", 3.0, seconds)):
+            before = cpu_seconds(server)
+            out[part] = run("--rate", str(capacity * rate), "--duration", str(duration))
+            after = cpu_seconds(server)
+            # warm-up included: per request, it is an upper bound of the gateway's cost
+            out[part]["cpu_seconds"] = {k: round(after[k] - before[k], 2) for k in after}
     return out
+
+
+def cpu_seconds(server: Serving) -> dict[str, float]:
+    """CPU seconds (user + system) so far of the gateway and of its workers together."""
+    gateway = sum(psutil.Process(server.process.pid).cpu_times()[:2])
+    return {"gateway": gateway, "workers": sum(sum(w.cpu_times()[:2]) for w in workers(server))}
 
 
 def soak(seconds: float, rate: float | None) -> dict[str, Any]:
@@ -386,6 +396,13 @@ def table(r: dict[str, Any]) -> str:
             f"| open loop at 3x: refusals | {sum(v for k, v in triple['errors_by_status'].items() if k in ('503', '429'))}, "
             f"p50 {refusal.get('p50') or 0:.2f} ms, p99 {refusal.get('p99') or 0:.2f} ms, max {refusal.get('max') or 0:.2f} ms | < 5 ms |",
         ]
+        for name, b in (("50 %", half), ("3x", triple)):
+            cpu = b.get("cpu_seconds")
+            if cpu:
+                rows.append(
+                    f"| CPU at {name}: gateway / workers | {cpu['gateway']:.2f} / {cpu['workers']:.2f} s "
+                    f"for {b['requests']} requests ({b['ok']} admitted) | |"
+                )
     if "soak" in r:
         s = r["soak"]
         names = ["gateway"] + [f"worker {i + 1}" for i in range(len(s["growth"]) - 1)]
